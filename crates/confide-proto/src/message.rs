@@ -1,0 +1,517 @@
+//! Requests, replies and events: everything exchanged after the handshake.
+//!
+//! A client sends [`ClientFrame`]s, each a [`Request`] with a client-chosen
+//! [`RequestId`]. The server answers every request exactly once with a
+//! [`ServerFrame::Response`] carrying the same id and either a [`Reply`] or a
+//! [`ProtoError`], and pushes [`Event`]s as things happen.
+//!
+//! New variants are only ever appended, so that the position of each existing variant
+//! (its postcard discriminant) never changes within a protocol version.
+
+use crate::ids::{MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp, UserId};
+use crate::names::{RoomName, UserName};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One request from the client, with the id its response will carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Chosen by the client; echoed in the response.
+    pub id: RequestId,
+    /// What the client asks for.
+    pub request: Request,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Target {
+    /// A room the sender is a member of (including a direct conversation by its id).
+    Room(RoomId),
+    /// The direct conversation with this user, created on first use.
+    User(UserName),
+}
+
+/// What the client last saw in one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SyncCursor {
+    /// The room.
+    pub room: RoomId,
+    /// The highest sequence number the client has processed in it.
+    pub seen: Seq,
+}
+
+/// Everything a client can ask. Requests other than `Register`, `Login`, `Resume` and
+/// `Ping` need a logged-in connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Create an account and log in. Replies [`Reply::LoggedIn`].
+    Register {
+        /// The new account's name.
+        username: UserName,
+        /// At least [`Password::MIN_CHARS`] characters.
+        password: Password,
+    },
+    /// Log in with a password. Replies [`Reply::LoggedIn`].
+    Login {
+        /// The account's name, in any case or normalization.
+        username: UserName,
+        /// The account's password.
+        password: Password,
+    },
+    /// Log in with a token from an earlier [`Reply::LoggedIn`]. Replies [`Reply::LoggedIn`]
+    /// with the same token.
+    Resume {
+        /// The session token.
+        token: SessionToken,
+    },
+    /// End this session: the token stops working. Replies [`Reply::Ok`].
+    Logout,
+    /// Post a message. Replies [`Reply::Sent`] once the message is durably stored.
+    Send {
+        /// The room or user.
+        target: Target,
+        /// Random per message; a resend with the same nonce is acknowledged again
+        /// without being stored twice.
+        nonce: MessageNonce,
+        /// Opaque to the server.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// Catch up on everything missed. Replies [`Reply::Synced`].
+    Sync {
+        /// What the client has seen per room; rooms left out start from the point the
+        /// user joined them.
+        cursors: Vec<SyncCursor>,
+        /// Most entries to return in this reply (the server may return fewer).
+        limit: u32,
+    },
+    /// Older entries of one room, newest last. Replies [`Reply::History`].
+    History {
+        /// The room.
+        room: RoomId,
+        /// Only entries with a lower sequence number; `None` for the newest.
+        before: Option<Seq>,
+        /// Most entries to return.
+        limit: u32,
+    },
+    /// Rooms the user is in or invited to, and public rooms. Replies [`Reply::Rooms`].
+    ListRooms,
+    /// Members of a room with their online state. Replies [`Reply::Members`].
+    Members {
+        /// The room.
+        room: RoomId,
+    },
+    /// Create a room owned by the caller. Replies [`Reply::Room`].
+    CreateRoom {
+        /// Unique ignoring case and normalization.
+        name: RoomName,
+        /// Private rooms can be joined only after an invitation.
+        private: bool,
+    },
+    /// Join a public room, or a private room one was invited to. Replies [`Reply::Room`].
+    Join {
+        /// The room's name.
+        name: RoomName,
+    },
+    /// Leave a room. Replies [`Reply::Ok`].
+    Leave {
+        /// The room.
+        room: RoomId,
+    },
+    /// Invite a user to a room the caller is in. Replies [`Reply::Ok`].
+    Invite {
+        /// The room.
+        room: RoomId,
+        /// Who to invite.
+        user: UserName,
+    },
+    /// Remove a member (owner only). Replies [`Reply::Ok`].
+    Kick {
+        /// The room.
+        room: RoomId,
+        /// Who to remove.
+        user: UserName,
+    },
+    /// Remove a member and keep them out (owner only). Replies [`Reply::Ok`].
+    Ban {
+        /// The room.
+        room: RoomId,
+        /// Who to ban.
+        user: UserName,
+    },
+    /// Lift a ban (owner only). Replies [`Reply::Ok`].
+    Unban {
+        /// The room.
+        room: RoomId,
+        /// Who to let back in.
+        user: UserName,
+    },
+    /// Liveness check. Replies [`Reply::Pong`].
+    Ping,
+}
+
+impl Request {
+    /// How many request variants this version knows; a discriminant at or above it is an
+    /// unknown request type (from a newer client) rather than a malformed frame.
+    pub const KNOWN_VARIANTS: u32 = 17;
+
+    /// A short name for logs (never includes any field value).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "register",
+            Request::Login { .. } => "login",
+            Request::Resume { .. } => "resume",
+            Request::Logout => "logout",
+            Request::Send { .. } => "send",
+            Request::Sync { .. } => "sync",
+            Request::History { .. } => "history",
+            Request::ListRooms => "list_rooms",
+            Request::Members { .. } => "members",
+            Request::CreateRoom { .. } => "create_room",
+            Request::Join { .. } => "join",
+            Request::Leave { .. } => "leave",
+            Request::Invite { .. } => "invite",
+            Request::Kick { .. } => "kick",
+            Request::Ban { .. } => "ban",
+            Request::Unban { .. } => "unban",
+            Request::Ping => "ping",
+        }
+    }
+}
+
+/// One frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The answer to one request.
+    Response {
+        /// The request's id.
+        id: RequestId,
+        /// What happened.
+        result: Result<Reply, ProtoError>,
+    },
+    /// Something happened that the client should know about.
+    Event(Event),
+    /// A connection-level error (malformed frame, too slow, shutting down); the server
+    /// closes the connection after sending it.
+    Fatal(ProtoError),
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to report.
+    Ok,
+    /// The connection is now logged in.
+    LoggedIn {
+        /// The account.
+        user_id: UserId,
+        /// The account's name as registered.
+        username: UserName,
+        /// Presents this to [`Request::Resume`] to log in again without the password.
+        token: SessionToken,
+    },
+    /// The message is durably stored with this place in its room's log.
+    Sent {
+        /// The room it went to (for [`Target::User`], the direct conversation).
+        room: RoomId,
+        /// Its sequence number.
+        seq: Seq,
+        /// Server time of storage.
+        timestamp: Timestamp,
+    },
+    /// Missed entries, ordered by room and then sequence number.
+    Synced {
+        /// Every room the user is in or invited to.
+        rooms: Vec<RoomInfo>,
+        /// Entries after the cursors, at most the requested limit.
+        entries: Vec<LogEntry>,
+        /// Whether more entries are waiting: sync again with updated cursors.
+        more: bool,
+    },
+    /// A page of one room's log, oldest first.
+    History {
+        /// The entries.
+        entries: Vec<LogEntry>,
+        /// Whether older entries exist.
+        more: bool,
+    },
+    /// Rooms.
+    Rooms(Vec<RoomInfo>),
+    /// Members of a room.
+    Members(Vec<MemberInfo>),
+    /// The room that was created or joined.
+    Room(RoomInfo),
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// Server time.
+        timestamp: Timestamp,
+    },
+}
+
+/// What kind of room this is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoomKind {
+    /// Anyone may join.
+    Public,
+    /// Joined by invitation only.
+    Private,
+    /// A conversation between two users.
+    Direct {
+        /// The other user, from the point of view of the one asking.
+        peer: UserName,
+    },
+}
+
+/// The caller's relation to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Membership {
+    /// A member.
+    Joined,
+    /// Invited, not yet joined.
+    Invited,
+    /// Neither (a public room one may join).
+    None,
+}
+
+/// A room as one user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room.
+    pub id: RoomId,
+    /// Its name; `None` for a direct conversation.
+    pub name: Option<RoomName>,
+    /// Public, private or direct.
+    pub kind: RoomKind,
+    /// Who may kick and ban; `None` for the lobby and direct conversations.
+    pub owner: Option<UserName>,
+    /// The caller's membership.
+    pub membership: Membership,
+    /// The newest sequence number in the room's log.
+    pub last_seq: Seq,
+    /// How many members it has.
+    pub member_count: u32,
+}
+
+impl RoomInfo {
+    /// A label for people: the room's name, or `@peer` for a direct conversation.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match (&self.kind, &self.name) {
+            (RoomKind::Direct { peer }, _) => format!("@{peer}"),
+            (_, Some(name)) => name.to_string(),
+            (_, None) => format!("room {}", self.id),
+        }
+    }
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Who.
+    pub user: UserName,
+    /// Whether they own the room.
+    pub owner: bool,
+    /// Whether they have at least one connection open.
+    pub online: bool,
+}
+
+/// One entry of a room's log, as stored by the server and delivered to members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// The room.
+    pub room: RoomId,
+    /// Its place in the room's log, starting at 1, without gaps.
+    pub seq: Seq,
+    /// When the server stored it.
+    pub timestamp: Timestamp,
+    /// Who posted it (for membership changes: who made the change).
+    pub sender: UserName,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// What a log entry holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A message; its body is opaque to the server.
+    Message {
+        /// The bytes the sender sent.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// Someone's membership changed.
+    Member {
+        /// Whose.
+        user: UserName,
+        /// How.
+        change: MemberChange,
+    },
+}
+
+/// A change of membership recorded in a room's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Created the room (and is its first member).
+    Created,
+    /// Joined.
+    Joined,
+    /// Left by choice.
+    Left,
+    /// Was invited (by the entry's sender).
+    Invited,
+    /// Was removed by the entry's sender.
+    Kicked,
+    /// Was removed and banned by the entry's sender.
+    Banned,
+    /// Had a ban lifted by the entry's sender.
+    Unbanned,
+}
+
+impl MemberChange {
+    /// A lowercase word for this change, as used in logs and JSON output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberChange::Created => "created",
+            MemberChange::Joined => "joined",
+            MemberChange::Left => "left",
+            MemberChange::Invited => "invited",
+            MemberChange::Kicked => "kicked",
+            MemberChange::Banned => "banned",
+            MemberChange::Unbanned => "unbanned",
+        }
+    }
+}
+
+/// Something the server pushes without being asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A new entry in a room the user is in.
+    Entry(LogEntry),
+    /// A user came online or went offline (first connection opened, last one closed),
+    /// sent for each room shared with them.
+    Presence {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        user: UserName,
+        /// Online now or not.
+        online: bool,
+    },
+    /// The user's relation to a room changed (joined, invited, removed, or a direct
+    /// conversation was started with them). Sent before any entry of a new room.
+    Room(RoomInfo),
+}
+
+/// A failed request, or a connection-level error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtoError {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people (never contains secrets or message content).
+    pub message: String,
+}
+
+impl ProtoError {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ProtoError {
+        ProtoError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a request failed. Codes are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame could not be decoded.
+    Malformed,
+    /// The request type is not known to this server (sent by a newer client).
+    UnknownRequest,
+    /// The frame is longer than the server accepts.
+    FrameTooLarge,
+    /// The request needs a logged-in connection.
+    NotLoggedIn,
+    /// `Register`, `Login` or `Resume` on a connection that is already logged in.
+    AlreadyLoggedIn,
+    /// The username breaks the naming rules.
+    InvalidUsername,
+    /// The username is taken (ignoring case and normalization).
+    UsernameTaken,
+    /// The password breaks the password rules.
+    WeakPassword,
+    /// Unknown user or wrong password (deliberately the same error).
+    InvalidCredentials,
+    /// The session token is unknown or was logged out.
+    InvalidSession,
+    /// Too many requests or login attempts; try again later.
+    RateLimited,
+    /// No such room, or not visible to the caller.
+    NoSuchRoom,
+    /// No such user.
+    NoSuchUser,
+    /// A room with that name exists.
+    RoomExists,
+    /// The room name breaks the naming rules.
+    InvalidRoomName,
+    /// The caller is not a member of the room.
+    NotMember,
+    /// The user is already a member.
+    AlreadyMember,
+    /// The room is private and the caller was not invited.
+    NotInvited,
+    /// The caller is banned from the room.
+    Banned,
+    /// The caller may not do this (not the owner, or the lobby).
+    Forbidden,
+    /// The message body is larger than the server accepts.
+    MessageTooLarge,
+    /// The client sends faster than it reads, so its queue overflowed.
+    TooSlow,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The connection did not complete the handshake or log in in time.
+    Timeout,
+    /// Something failed inside the server; the request may be retried.
+    Internal,
+    /// A request argument is out of range.
+    InvalidArgument,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ErrorCode::Malformed => "malformed frame",
+            ErrorCode::UnknownRequest => "unknown request",
+            ErrorCode::FrameTooLarge => "frame too large",
+            ErrorCode::NotLoggedIn => "not logged in",
+            ErrorCode::AlreadyLoggedIn => "already logged in",
+            ErrorCode::InvalidUsername => "invalid username",
+            ErrorCode::UsernameTaken => "username taken",
+            ErrorCode::WeakPassword => "weak password",
+            ErrorCode::InvalidCredentials => "invalid credentials",
+            ErrorCode::InvalidSession => "invalid session",
+            ErrorCode::RateLimited => "rate limited",
+            ErrorCode::NoSuchRoom => "no such room",
+            ErrorCode::NoSuchUser => "no such user",
+            ErrorCode::RoomExists => "room exists",
+            ErrorCode::InvalidRoomName => "invalid room name",
+            ErrorCode::NotMember => "not a member",
+            ErrorCode::AlreadyMember => "already a member",
+            ErrorCode::NotInvited => "not invited",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::MessageTooLarge => "message too large",
+            ErrorCode::TooSlow => "too slow",
+            ErrorCode::ShuttingDown => "shutting down",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal error",
+            ErrorCode::InvalidArgument => "invalid argument",
+        };
+        f.write_str(text)
+    }
+}
