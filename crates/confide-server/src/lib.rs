@@ -1,1 +1,2 @@
-//! placeholder
+//! The Confide server.
+pub mod store;

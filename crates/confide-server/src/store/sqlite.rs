@@ -1,0 +1,704 @@
+//! The default store: one SQLite file in WAL mode.
+//!
+//! Writes go through one connection and commit with `synchronous = FULL`, so an
+//! acknowledged append survives a crash or power loss; reads use a second connection
+//! so that they never wait behind a commit's fsync.
+
+use super::{
+    Append, Effect, MemberRecord, NewRoom, RoomRecord, Store, StoreError, StoredAck, StoredKind,
+    UserRecord,
+};
+use confide_proto::{
+    EntryKind, LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    canonical TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    id INTEGER PRIMARY KEY,
+    name TEXT,
+    canonical TEXT UNIQUE,
+    kind INTEGER NOT NULL,
+    owner INTEGER,
+    direct_a INTEGER,
+    direct_b INTEGER,
+    created_ms INTEGER NOT NULL,
+    UNIQUE (direct_a, direct_b)
+);
+CREATE TABLE IF NOT EXISTS members (
+    room_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    joined_seq INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id);
+CREATE TABLE IF NOT EXISTS invites (
+    room_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    room_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    room_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    kind BLOB NOT NULL,
+    PRIMARY KEY (room_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    sender INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    room_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (sender, nonce)
+) WITHOUT ROWID;
+";
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn db(err: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(code, _) = &err
+        && code.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict;
+    }
+    StoreError::Database(err.to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a SQLite connection in a state that
+    // is unsafe to reuse (transactions roll back on drop), so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn id_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn id_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn kind_code(kind: StoredKind) -> i64 {
+    match kind {
+        StoredKind::Public => 0,
+        StoredKind::Private => 1,
+        StoredKind::Direct => 2,
+    }
+}
+
+fn parse_user_name(raw: String) -> Result<UserName, StoreError> {
+    UserName::parse(&raw).map_err(|err| StoreError::Corrupt(format!("user name: {err}")))
+}
+
+fn row_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_user((id, name, hash): (i64, String, String)) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: UserId(id_u64(id)),
+        name: parse_user_name(name)?,
+        password_hash: hash,
+    })
+}
+
+type RoomRow = (
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn row_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn to_room((id, name, kind, owner, a, b): RoomRow) -> Result<RoomRecord, StoreError> {
+    let name = name
+        .map(|raw| RoomName::parse(&raw))
+        .transpose()
+        .map_err(|err| StoreError::Corrupt(format!("room name: {err}")))?;
+    let kind = match kind {
+        0 => StoredKind::Public,
+        1 => StoredKind::Private,
+        2 => StoredKind::Direct,
+        other => return Err(StoreError::Corrupt(format!("room kind {other}"))),
+    };
+    Ok(RoomRecord {
+        id: RoomId(id_u64(id)),
+        name,
+        kind,
+        owner: owner.map(|id| UserId(id_u64(id))),
+        direct: a
+            .zip(b)
+            .map(|(a, b)| (UserId(id_u64(a)), UserId(id_u64(b)))),
+    })
+}
+
+type EntryRow = (i64, i64, i64, String, Vec<u8>);
+
+fn row_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_entry((room, seq, ts, sender, kind): EntryRow) -> Result<LogEntry, StoreError> {
+    let kind: EntryKind = postcard::from_bytes(&kind)
+        .map_err(|err| StoreError::Corrupt(format!("log entry kind: {err}")))?;
+    Ok(LogEntry {
+        room: RoomId(id_u64(room)),
+        seq: Seq(id_u64(seq)),
+        timestamp: Timestamp(ts),
+        sender: parse_user_name(sender)?,
+        kind,
+    })
+}
+
+const ROOM_COLUMNS: &str = "id, name, kind, owner, direct_a, direct_b";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] if the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let writer = Connection::open(path).map_err(db)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(db)?;
+        writer.execute_batch(SCHEMA).map_err(db)?;
+        let version: Option<String> = writer
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(db)?;
+        match version {
+            None => {
+                writer
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        params![SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(db)?;
+            }
+            Some(found) if found == SCHEMA_VERSION.to_string() => {}
+            Some(found) => {
+                return Err(StoreError::Database(format!(
+                    "database schema version {found} is not supported (expected {SCHEMA_VERSION})"
+                )));
+            }
+        }
+        let reader = Connection::open(path).map_err(db)?;
+        reader
+            .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+            .map_err(db)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+}
+
+fn apply_effect(
+    tx: &rusqlite::Transaction<'_>,
+    room: i64,
+    seq: i64,
+    effect: Effect,
+) -> rusqlite::Result<()> {
+    match effect {
+        Effect::AddMember(user) => {
+            let user = id_i64(user.0);
+            tx.execute(
+                "INSERT OR IGNORE INTO members (room_id, user_id, joined_seq) VALUES (?1, ?2, ?3)",
+                params![room, user, seq],
+            )?;
+            tx.execute(
+                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
+                params![room, user],
+            )?;
+        }
+        Effect::RemoveMember(user) => {
+            tx.execute(
+                "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
+                params![room, id_i64(user.0)],
+            )?;
+        }
+        Effect::Invite(user) => {
+            tx.execute(
+                "INSERT OR IGNORE INTO invites (room_id, user_id) VALUES (?1, ?2)",
+                params![room, id_i64(user.0)],
+            )?;
+        }
+        Effect::Ban(user) => {
+            let user = id_i64(user.0);
+            tx.execute(
+                "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
+                params![room, user],
+            )?;
+            tx.execute(
+                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
+                params![room, user],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO bans (room_id, user_id) VALUES (?1, ?2)",
+                params![room, user],
+            )?;
+        }
+        Effect::Unban(user) => {
+            tx.execute(
+                "DELETE FROM bans WHERE room_id = ?1 AND user_id = ?2",
+                params![room, id_i64(user.0)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_user(
+        &self,
+        name: &UserName,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<UserRecord, StoreError> {
+        let conn = lock(&self.writer);
+        conn.execute(
+            "INSERT INTO users (name, canonical, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name.as_str(), name.canonical(), password_hash, now.0],
+        )
+        .map_err(db)?;
+        Ok(UserRecord {
+            id: UserId(id_u64(conn.last_insert_rowid())),
+            name: name.clone(),
+            password_hash: password_hash.to_owned(),
+        })
+    }
+
+    fn user_by_name(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT id, name, password_hash FROM users WHERE canonical = ?1",
+            params![name.canonical()],
+            row_user,
+        )
+        .optional()
+        .map_err(db)?
+        .map(to_user)
+        .transpose()
+    }
+
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT id, name, password_hash FROM users WHERE id = ?1",
+            params![id_i64(id.0)],
+            row_user,
+        )
+        .optional()
+        .map_err(db)?
+        .map(to_user)
+        .transpose()
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare("SELECT id, name, password_hash FROM users ORDER BY id")
+            .map_err(db)?;
+        let rows = statement.query_map([], row_user).map_err(db)?;
+        rows.map(|row| row.map_err(db).and_then(to_user)).collect()
+    }
+
+    fn create_session(
+        &self,
+        token_hash: &[u8; 32],
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        conn.execute(
+            "INSERT INTO sessions (token_hash, user_id, created_ms) VALUES (?1, ?2, ?3)",
+            params![&token_hash[..], id_i64(user.0), now.0],
+        )
+        .map_err(db)?;
+        Ok(())
+    }
+
+    fn session_user(&self, token_hash: &[u8; 32]) -> Result<Option<UserId>, StoreError> {
+        let conn = lock(&self.reader);
+        let user: Option<i64> = conn
+            .query_row(
+                "SELECT user_id FROM sessions WHERE token_hash = ?1",
+                params![&token_hash[..]],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        Ok(user.map(|id| UserId(id_u64(id))))
+    }
+
+    fn delete_session(&self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        conn.execute(
+            "DELETE FROM sessions WHERE token_hash = ?1",
+            params![&token_hash[..]],
+        )
+        .map_err(db)?;
+        Ok(())
+    }
+
+    fn create_room(&self, room: &NewRoom, now: Timestamp) -> Result<RoomRecord, StoreError> {
+        let direct = room
+            .direct
+            .map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO rooms (name, canonical, kind, owner, direct_a, direct_b, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                room.name.as_ref().map(RoomName::as_str),
+                room.name.as_ref().map(RoomName::canonical),
+                kind_code(room.kind),
+                room.owner.map(|id| id_i64(id.0)),
+                direct.map(|(a, _)| id_i64(a.0)),
+                direct.map(|(_, b)| id_i64(b.0)),
+                now.0
+            ],
+        )
+        .map_err(db)?;
+        let id = tx.last_insert_rowid();
+        if let Some((a, b)) = direct {
+            for user in [a, b] {
+                tx.execute(
+                    "INSERT OR IGNORE INTO members (room_id, user_id, joined_seq) VALUES (?1, ?2, 0)",
+                    params![id, id_i64(user.0)],
+                )
+                .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(RoomRecord {
+            id: RoomId(id_u64(id)),
+            name: room.name.clone(),
+            kind: room.kind,
+            owner: room.owner,
+            direct,
+        })
+    }
+
+    fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare(&format!("SELECT {ROOM_COLUMNS} FROM rooms ORDER BY id"))
+            .map_err(db)?;
+        let rows = statement.query_map([], row_room).map_err(db)?;
+        rows.map(|row| row.map_err(db).and_then(to_room)).collect()
+    }
+
+    fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE canonical = ?1"),
+            params![name.canonical()],
+            row_room,
+        )
+        .optional()
+        .map_err(db)?
+        .map(to_room)
+        .transpose()
+    }
+
+    fn direct_room(&self, a: UserId, b: UserId) -> Result<Option<RoomRecord>, StoreError> {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        let conn = lock(&self.reader);
+        conn.query_row(
+            &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE direct_a = ?1 AND direct_b = ?2"),
+            params![id_i64(a.0), id_i64(b.0)],
+            row_room,
+        )
+        .optional()
+        .map_err(db)?
+        .map(to_room)
+        .transpose()
+    }
+
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare(
+                "SELECT m.user_id, u.name, m.joined_seq FROM members m
+                 JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![id_i64(room.0)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (user, name, joined) = row.map_err(db)?;
+            Ok(MemberRecord {
+                user: UserId(id_u64(user)),
+                name: parse_user_name(name)?,
+                joined_seq: Seq(id_u64(joined)),
+            })
+        })
+        .collect()
+    }
+
+    fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare("SELECT room_id, joined_seq FROM members WHERE user_id = ?1 ORDER BY room_id")
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![id_i64(user.0)], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (room, seq) = row.map_err(db)?;
+            Ok((RoomId(id_u64(room)), Seq(id_u64(seq))))
+        })
+        .collect()
+    }
+
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        self.ids(
+            "SELECT user_id FROM invites WHERE room_id = ?1 ORDER BY user_id",
+            room.0,
+        )
+        .map(|ids| ids.into_iter().map(UserId).collect())
+    }
+
+    fn invites_of(&self, user: UserId) -> Result<Vec<RoomId>, StoreError> {
+        self.ids(
+            "SELECT room_id FROM invites WHERE user_id = ?1 ORDER BY room_id",
+            user.0,
+        )
+        .map(|ids| ids.into_iter().map(RoomId).collect())
+    }
+
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        self.ids(
+            "SELECT user_id FROM bans WHERE room_id = ?1 ORDER BY user_id",
+            room.0,
+        )
+        .map(|ids| ids.into_iter().map(UserId).collect())
+    }
+
+    fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO log (room_id, seq, ts_ms, sender, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db)?;
+            let mut insert_nonce = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO nonces (sender, nonce, room_id, seq, ts_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db)?;
+            for append in batch {
+                let entry = &append.entry;
+                let room = id_i64(entry.room.0);
+                let seq = id_i64(entry.seq.0);
+                let kind = postcard::to_allocvec(&entry.kind)
+                    .map_err(|err| StoreError::Database(err.to_string()))?;
+                insert
+                    .execute(params![
+                        room,
+                        seq,
+                        entry.timestamp.0,
+                        entry.sender.as_str(),
+                        kind
+                    ])
+                    .map_err(db)?;
+                if let Some((sender, nonce)) = &append.nonce {
+                    insert_nonce
+                        .execute(params![
+                            id_i64(sender.0),
+                            &nonce.0[..],
+                            room,
+                            seq,
+                            entry.timestamp.0
+                        ])
+                        .map_err(db)?;
+                }
+                if let Some(effect) = append.effect {
+                    apply_effect(&tx, room, seq, effect).map_err(db)?;
+                }
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn entries_after(
+        &self,
+        room: RoomId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT room_id, seq, ts_ms, sender, kind FROM log
+                 WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(db)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![id_i64(room.0), id_i64(after.0), limit], row_entry)
+            .map_err(db)?;
+        rows.map(|row| row.map_err(db).and_then(to_entry)).collect()
+    }
+
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT room_id, seq, ts_ms, sender, kind FROM log
+                 WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )
+            .map_err(db)?;
+        let before = before.map_or(i64::MAX, |seq| id_i64(seq.0));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![id_i64(room.0), before, limit], row_entry)
+            .map_err(db)?;
+        let mut entries = rows
+            .map(|row| row.map_err(db).and_then(to_entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    fn last_seq(&self, room: RoomId) -> Result<Seq, StoreError> {
+        let conn = lock(&self.reader);
+        let seq: Option<i64> = conn
+            .query_row(
+                "SELECT MAX(seq) FROM log WHERE room_id = ?1",
+                params![id_i64(room.0)],
+                |row| row.get(0),
+            )
+            .map_err(db)?;
+        Ok(Seq(seq.map_or(0, id_u64)))
+    }
+
+    fn find_nonce(
+        &self,
+        sender: UserId,
+        nonce: &MessageNonce,
+    ) -> Result<Option<StoredAck>, StoreError> {
+        let conn = lock(&self.reader);
+        conn.query_row(
+            "SELECT room_id, seq, ts_ms FROM nonces WHERE sender = ?1 AND nonce = ?2",
+            params![id_i64(sender.0), &nonce.0[..]],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)
+        .map(|found| {
+            found.map(|(room, seq, ts)| StoredAck {
+                room: RoomId(id_u64(room)),
+                seq: Seq(id_u64(seq)),
+                timestamp: Timestamp(ts),
+            })
+        })
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(db)
+    }
+}
+
+impl SqliteStore {
+    fn ids(&self, sql: &str, key: u64) -> Result<Vec<u64>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn.prepare_cached(sql).map_err(db)?;
+        let rows = statement
+            .query_map(params![id_i64(key)], |row| row.get::<_, i64>(0))
+            .map_err(db)?;
+        rows.map(|row| row.map(id_u64).map_err(db)).collect()
+    }
+}

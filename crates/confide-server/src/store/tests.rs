@@ -1,0 +1,395 @@
+//! One suite, run against every store implementation.
+
+use super::*;
+use confide_proto::{EntryKind, MemberChange};
+
+fn user(store: &dyn Store, name: &str) -> UserRecord {
+    store
+        .create_user(
+            &UserName::parse(name).unwrap(),
+            "$argon2id$fake",
+            Timestamp(1),
+        )
+        .unwrap()
+}
+
+fn room_name(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn message(room: RoomId, seq: u64, sender: &UserRecord, text: &str) -> Append {
+    Append {
+        entry: LogEntry {
+            room,
+            seq: Seq(seq),
+            timestamp: Timestamp(1000 + seq as i64),
+            sender: sender.name.clone(),
+            kind: EntryKind::Message {
+                body: text.as_bytes().to_vec(),
+            },
+        },
+        nonce: Some((sender.id, MessageNonce([seq as u8; 16]))),
+        effect: None,
+    }
+}
+
+fn member(
+    room: RoomId,
+    seq: u64,
+    by: &UserRecord,
+    who: &UserRecord,
+    change: MemberChange,
+    effect: Effect,
+) -> Append {
+    Append {
+        entry: LogEntry {
+            room,
+            seq: Seq(seq),
+            timestamp: Timestamp(seq as i64),
+            sender: by.name.clone(),
+            kind: EntryKind::Member {
+                user: who.name.clone(),
+                change,
+            },
+        },
+        nonce: None,
+        effect: Some(effect),
+    }
+}
+
+fn users_are_unique_ignoring_case_and_normalization(store: &dyn Store) {
+    let alice = user(store, "Alice");
+    assert!(matches!(
+        store.create_user(&UserName::parse("aLiCe").unwrap(), "x", Timestamp(1)),
+        Err(StoreError::Conflict)
+    ));
+    let found = store
+        .user_by_name(&UserName::parse("ALICE").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, alice);
+    assert_eq!(found.name.as_str(), "Alice");
+    assert_eq!(store.user_by_id(alice.id).unwrap().unwrap(), alice);
+    assert!(
+        store
+            .user_by_name(&UserName::parse("bob").unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let renee = user(store, "Ren\u{e9}e");
+    assert!(matches!(
+        store.create_user(&UserName::parse("Rene\u{301}e").unwrap(), "x", Timestamp(1)),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.users().unwrap(), vec![alice, renee]);
+}
+
+fn sessions_resolve_and_end(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let token = [7u8; 32];
+    store
+        .create_session(&token, alice.id, Timestamp(5))
+        .unwrap();
+    assert_eq!(store.session_user(&token).unwrap(), Some(alice.id));
+    assert_eq!(store.session_user(&[8u8; 32]).unwrap(), None);
+    store.delete_session(&token).unwrap();
+    assert_eq!(store.session_user(&token).unwrap(), None);
+}
+
+fn rooms_and_direct_rooms(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let bob = user(store, "bob");
+    let lobby = store
+        .create_room(
+            &NewRoom {
+                name: Some(RoomName::lobby()),
+                kind: StoredKind::Public,
+                owner: None,
+                direct: None,
+            },
+            Timestamp(1),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.create_room(
+            &NewRoom {
+                name: Some(room_name("LOBBY")),
+                kind: StoredKind::Private,
+                owner: Some(alice.id),
+                direct: None
+            },
+            Timestamp(1)
+        ),
+        Err(StoreError::Conflict)
+    ));
+    let direct = store
+        .create_room(
+            &NewRoom {
+                name: None,
+                kind: StoredKind::Direct,
+                owner: None,
+                direct: Some((bob.id, alice.id)),
+            },
+            Timestamp(1),
+        )
+        .unwrap();
+    assert_eq!(direct.direct, Some((alice.id, bob.id)));
+    assert!(matches!(
+        store.create_room(
+            &NewRoom {
+                name: None,
+                kind: StoredKind::Direct,
+                owner: None,
+                direct: Some((alice.id, bob.id))
+            },
+            Timestamp(1)
+        ),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.direct_room(bob.id, alice.id).unwrap(),
+        Some(direct.clone())
+    );
+    assert_eq!(
+        store.room_by_name(&room_name("Lobby")).unwrap(),
+        Some(lobby.clone())
+    );
+    assert_eq!(store.rooms().unwrap(), vec![lobby, direct.clone()]);
+    let members: Vec<UserId> = store
+        .members(direct.id)
+        .unwrap()
+        .iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(members, vec![alice.id, bob.id]);
+    assert_eq!(store.rooms_of(bob.id).unwrap(), vec![(direct.id, Seq(0))]);
+}
+
+fn log_appends_are_ordered_and_paged(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let room = store
+        .create_room(
+            &NewRoom {
+                name: Some(room_name("general")),
+                kind: StoredKind::Public,
+                owner: Some(alice.id),
+                direct: None,
+            },
+            Timestamp(1),
+        )
+        .unwrap()
+        .id;
+    assert_eq!(store.last_seq(room).unwrap(), Seq(0));
+    let batch: Vec<Append> = (1..=10)
+        .map(|seq| message(room, seq, &alice, &format!("m{seq}")))
+        .collect();
+    store.append(&batch[..4]).unwrap();
+    store.append(&batch[4..]).unwrap();
+    assert_eq!(store.last_seq(room).unwrap(), Seq(10));
+    let after: Vec<u64> = store
+        .entries_after(room, Seq(3), 4)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(after, vec![4, 5, 6, 7]);
+    let newest: Vec<u64> = store
+        .entries_before(room, None, 3)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(newest, vec![8, 9, 10]);
+    let older: Vec<u64> = store
+        .entries_before(room, Some(Seq(8)), 3)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(older, vec![5, 6, 7]);
+    let entry = &store.entries_after(room, Seq(0), 1).unwrap()[0];
+    assert_eq!(entry, &batch[0].entry);
+    assert_eq!(
+        store.find_nonce(alice.id, &MessageNonce([2; 16])).unwrap(),
+        Some(StoredAck {
+            room,
+            seq: Seq(2),
+            timestamp: Timestamp(1002)
+        })
+    );
+    assert_eq!(
+        store.find_nonce(alice.id, &MessageNonce([99; 16])).unwrap(),
+        None
+    );
+    // A duplicate sequence number fails the whole batch and changes nothing.
+    let clash = vec![
+        message(room, 11, &alice, "ok"),
+        message(room, 5, &alice, "dup"),
+    ];
+    assert!(store.append(&clash).is_err());
+    assert_eq!(store.last_seq(room).unwrap(), Seq(10));
+}
+
+fn membership_effects_apply_with_the_entry(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let bob = user(store, "bob");
+    let room = store
+        .create_room(
+            &NewRoom {
+                name: Some(room_name("secret")),
+                kind: StoredKind::Private,
+                owner: Some(alice.id),
+                direct: None,
+            },
+            Timestamp(1),
+        )
+        .unwrap()
+        .id;
+    store
+        .append(&[member(
+            room,
+            1,
+            &alice,
+            &alice,
+            MemberChange::Created,
+            Effect::AddMember(alice.id),
+        )])
+        .unwrap();
+    store
+        .append(&[member(
+            room,
+            2,
+            &alice,
+            &bob,
+            MemberChange::Invited,
+            Effect::Invite(bob.id),
+        )])
+        .unwrap();
+    assert_eq!(store.invites(room).unwrap(), vec![bob.id]);
+    assert_eq!(store.invites_of(bob.id).unwrap(), vec![room]);
+    store
+        .append(&[member(
+            room,
+            3,
+            &bob,
+            &bob,
+            MemberChange::Joined,
+            Effect::AddMember(bob.id),
+        )])
+        .unwrap();
+    assert!(store.invites(room).unwrap().is_empty());
+    let members: Vec<(UserId, Seq)> = store
+        .members(room)
+        .unwrap()
+        .iter()
+        .map(|m| (m.user, m.joined_seq))
+        .collect();
+    assert_eq!(members, vec![(alice.id, Seq(1)), (bob.id, Seq(3))]);
+    store
+        .append(&[member(
+            room,
+            4,
+            &alice,
+            &bob,
+            MemberChange::Banned,
+            Effect::Ban(bob.id),
+        )])
+        .unwrap();
+    assert_eq!(store.bans(room).unwrap(), vec![bob.id]);
+    assert_eq!(store.rooms_of(bob.id).unwrap(), vec![]);
+    store
+        .append(&[member(
+            room,
+            5,
+            &alice,
+            &bob,
+            MemberChange::Unbanned,
+            Effect::Unban(bob.id),
+        )])
+        .unwrap();
+    assert!(store.bans(room).unwrap().is_empty());
+    store
+        .append(&[member(
+            room,
+            6,
+            &alice,
+            &alice,
+            MemberChange::Left,
+            Effect::RemoveMember(alice.id),
+        )])
+        .unwrap();
+    assert!(store.members(room).unwrap().is_empty());
+}
+
+macro_rules! suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn users_are_unique_ignoring_case_and_normalization() {
+                let (_guard, store) = $make;
+                super::users_are_unique_ignoring_case_and_normalization(&store);
+            }
+
+            #[test]
+            fn sessions_resolve_and_end() {
+                let (_guard, store) = $make;
+                super::sessions_resolve_and_end(&store);
+            }
+
+            #[test]
+            fn rooms_and_direct_rooms() {
+                let (_guard, store) = $make;
+                super::rooms_and_direct_rooms(&store);
+            }
+
+            #[test]
+            fn log_appends_are_ordered_and_paged() {
+                let (_guard, store) = $make;
+                super::log_appends_are_ordered_and_paged(&store);
+            }
+
+            #[test]
+            fn membership_effects_apply_with_the_entry() {
+                let (_guard, store) = $make;
+                super::membership_effects_apply_with_the_entry(&store);
+            }
+        }
+    };
+}
+
+suite!(memory, ((), MemoryStore::new()));
+suite!(sqlite, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("confide.db")).unwrap();
+    (dir, store)
+});
+
+#[test]
+fn sqlite_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("confide.db");
+    let alice;
+    let room;
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        alice = user(&store, "alice");
+        room = store
+            .create_room(
+                &NewRoom {
+                    name: Some(room_name("general")),
+                    kind: StoredKind::Public,
+                    owner: None,
+                    direct: None,
+                },
+                Timestamp(1),
+            )
+            .unwrap()
+            .id;
+        store.append(&[message(room, 1, &alice, "kept")]).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.user_by_id(alice.id).unwrap(), Some(alice));
+    assert_eq!(store.last_seq(room).unwrap(), Seq(1));
+}
