@@ -1,2 +1,183 @@
-//! The Confide server.
+//! The Confide server: a TLS listener, one task per connection, an actor per room, a
+//! persister that commits batches durably, and a store behind a trait.
+//!
+//! It routes message bodies as opaque bytes and never logs them. Entry point:
+//! [`start`] (or [`run`]) with a bound listener, a [`Config`] and a shutdown token.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod accounts;
+pub mod config;
+pub mod connection;
+pub mod eventlog;
+pub mod limits;
+pub mod outbound;
+pub mod persist;
+pub mod room;
+pub mod sessions;
+pub mod state;
 pub mod store;
+pub mod tls;
+
+pub use config::Config;
+
+use anyhow::Context as _;
+use room::RoomContext;
+use state::Shared;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "confide.db";
+/// The event log inside the data directory.
+pub const EVENT_LOG_FILE: &str = "events.log";
+
+/// How long shutdown waits for connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    /// SHA-256 of its certificate, for clients to pin.
+    pub fingerprint: [u8; 32],
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Waits until the server has shut down and flushed everything.
+    ///
+    /// # Errors
+    /// If shutting down failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Opens the data directory, loads state, and starts serving on `listener` until
+/// `shutdown` is cancelled.
+///
+/// # Errors
+/// If the data directory, certificate, database or event log cannot be set up.
+pub async fn start(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let tls = tls::load_or_create(
+        &config.data_dir,
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+    )?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
+            .context("cannot open the database")?,
+    );
+    let (events, event_writer) = eventlog::EventLog::open(&config.data_dir.join(EVENT_LOG_FILE))
+        .context("cannot open the event log")?;
+    let (persister, persist_thread) =
+        persist::start(Arc::clone(&store)).context("cannot start the persister")?;
+    let room_tracker = TaskTracker::new();
+    let context = RoomContext {
+        store: Arc::clone(&store),
+        sessions: Arc::default(),
+        persister,
+        shutdown: shutdown.child_token(),
+    };
+    let room_shutdown = context.shutdown.clone();
+    let shared = Arc::new(
+        Shared::new(
+            config,
+            Arc::clone(&store),
+            context,
+            events.clone(),
+            room_tracker.clone(),
+        )
+        .await?,
+    );
+    let local_addr = listener.local_addr()?;
+    events.record("start", &[("listen", &local_addr)]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+    let task = tokio::spawn(async move {
+        let connections = TaskTracker::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(connection::serve(
+                            Arc::clone(&shared),
+                            acceptor.clone(),
+                            stream,
+                            peer,
+                            shutdown.clone(),
+                        ));
+                    }
+                    Err(err) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::error!(cause = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        drop(listener);
+        connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        // Rooms stop after connections, so nothing is posted to a stopped room.
+        room_shutdown.cancel();
+        room_tracker.close();
+        room_tracker.wait().await;
+        events.record("stop", &[]);
+        // Dropping the last handles lets the persister drain its queue and exit.
+        drop(shared);
+        drop(events);
+        tokio::task::spawn_blocking(move || {
+            if persist_thread.join().is_err() {
+                tracing::error!("the persister panicked");
+            }
+            if let Err(err) = store.close() {
+                tracing::error!(cause = %err, "cannot close the database cleanly");
+            }
+            event_writer.finish();
+        })
+        .await
+        .context("shutdown task failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Server {
+        local_addr,
+        fingerprint: tls.fingerprint,
+        task,
+    })
+}
+
+/// [`start`], then wait for shutdown.
+///
+/// # Errors
+/// As [`start`] and [`Server::wait`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    start(listener, config, shutdown).await?.wait().await
+}

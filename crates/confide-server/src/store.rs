@@ -129,6 +129,9 @@ pub struct NewRoom {
     pub direct: Option<(UserId, UserId)>,
 }
 
+/// A remembered message nonce: who sent it with which nonce, and where it was stored.
+pub type RecentNonce = ((UserId, MessageNonce), (Seq, Timestamp));
+
 /// The persistent state of a server.
 pub trait Store: Send + Sync + 'static {
     /// Creates an account.
@@ -208,6 +211,10 @@ pub trait Store: Send + Sync + 'static {
         sender: UserId,
         nonce: &MessageNonce,
     ) -> Result<Option<StoredAck>, StoreError>;
+
+    /// The newest message nonces of a room (up to `limit`), newest first, so a restarted
+    /// server still recognises a resent message.
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError>;
 
     /// Flushes whatever can be flushed before the process exits.
     fn close(&self) -> Result<(), StoreError>;

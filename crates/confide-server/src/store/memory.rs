@@ -2,8 +2,8 @@
 //! minus durability.
 
 use super::{
-    Append, Effect, MemberRecord, NewRoom, RoomRecord, Store, StoreError, StoredAck, StoredKind,
-    UserRecord,
+    Append, Effect, MemberRecord, NewRoom, RecentNonce, RoomRecord, Store, StoreError, StoredAck,
+    StoredKind, UserRecord,
 };
 use confide_proto::{LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -328,6 +328,19 @@ impl Store for MemoryStore {
         nonce: &MessageNonce,
     ) -> Result<Option<StoredAck>, StoreError> {
         Ok(self.state().nonces.get(&(sender, *nonce)).copied())
+    }
+
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        let mut found: Vec<_> = self
+            .state()
+            .nonces
+            .iter()
+            .filter(|(_, ack)| ack.room == room)
+            .map(|(key, ack)| (*key, (ack.seq, ack.timestamp)))
+            .collect();
+        found.sort_by_key(|(_, (seq, _))| std::cmp::Reverse(*seq));
+        found.truncate(limit);
+        Ok(found)
     }
 
     fn close(&self) -> Result<(), StoreError> {

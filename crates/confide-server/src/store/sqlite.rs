@@ -5,8 +5,8 @@
 //! so that they never wait behind a commit's fsync.
 
 use super::{
-    Append, Effect, MemberRecord, NewRoom, RoomRecord, Store, StoreError, StoredAck, StoredKind,
-    UserRecord,
+    Append, Effect, MemberRecord, NewRoom, RecentNonce, RoomRecord, Store, StoreError, StoredAck,
+    StoredKind, UserRecord,
 };
 use confide_proto::{
     EntryKind, LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName,
@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     ts_ms INTEGER NOT NULL,
     PRIMARY KEY (sender, nonce)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_by_room ON nonces (room_id, seq);
 ";
 
 /// A store in one SQLite file.
@@ -683,6 +684,38 @@ impl Store for SqliteStore {
                 timestamp: Timestamp(ts),
             })
         })
+    }
+
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT sender, nonce, seq, ts_ms FROM nonces WHERE room_id = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(db)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![id_i64(room.0), limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (sender, nonce, seq, ts) = row.map_err(db)?;
+            let nonce: [u8; 16] = nonce
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("nonce is not 16 bytes".to_owned()))?;
+            Ok((
+                (UserId(id_u64(sender)), MessageNonce(nonce)),
+                (Seq(id_u64(seq)), Timestamp(ts)),
+            ))
+        })
+        .collect()
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -1,0 +1,179 @@
+//! Server configuration: a TOML file whose every field has a default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the database, certificate and event log.
+    pub data_dir: PathBuf,
+    /// A certificate and key to use instead of the self-signed one.
+    pub tls: TlsFiles,
+    /// Limits that protect the server from hostile or broken clients.
+    pub limits: Limits,
+    /// Password hashing cost.
+    pub argon2: Argon2Params,
+}
+
+/// Paths to a PEM certificate chain and private key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// Limits on what one connection or account may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame payload accepted from a client.
+    pub max_frame_bytes: u32,
+    /// Largest message body.
+    pub max_body_bytes: u32,
+    /// Frames queued for one connection before it counts as too slow and is dropped.
+    pub outbound_queue: usize,
+    /// Messages per second one connection may send, sustained.
+    pub messages_per_second: f64,
+    /// Messages one connection may send in a burst.
+    pub message_burst: f64,
+    /// Requests of any kind per second one connection may make, sustained.
+    pub requests_per_second: f64,
+    /// Requests of any kind in a burst.
+    pub request_burst: f64,
+    /// Rate-limited requests tolerated in a row before the connection is dropped.
+    pub max_rate_violations: u32,
+    /// Messages of one connection waiting for their commit before it stops reading.
+    pub max_inflight_sends: usize,
+    /// Seconds allowed for TLS plus the version handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection may stay open without logging in.
+    pub login_timeout_secs: u64,
+    /// Seconds without any frame from a client before it is dropped.
+    pub idle_timeout_secs: u64,
+    /// Failed logins per account within the window before more are refused.
+    pub login_failures_per_account: u32,
+    /// Login and register attempts per address within the window.
+    pub login_attempts_per_address: u32,
+    /// The window for login limits, in seconds.
+    pub login_window_secs: u64,
+}
+
+/// Argon2id cost parameters (see the argon2 crate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5555)),
+            data_dir: PathBuf::from("./confide-data"),
+            tls: TlsFiles::default(),
+            limits: Limits::default(),
+            argon2: Argon2Params::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_body_bytes: 64 * 1024,
+            outbound_queue: 4096,
+            messages_per_second: 50.0,
+            message_burst: 200.0,
+            requests_per_second: 200.0,
+            request_burst: 400.0,
+            max_rate_violations: 500,
+            max_inflight_sends: 1024,
+            handshake_timeout_secs: 10,
+            login_timeout_secs: 60,
+            idle_timeout_secs: 300,
+            login_failures_per_account: 5,
+            login_attempts_per_address: 30,
+            login_window_secs: 60,
+        }
+    }
+}
+
+impl Default for Argon2Params {
+    fn default() -> Argon2Params {
+        // OWASP's recommended minimum for Argon2id: 19 MiB, 2 passes, 1 lane.
+        Argon2Params {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl Limits {
+    /// The handshake deadline.
+    #[must_use]
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// The login deadline.
+    #[must_use]
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs)
+    }
+
+    /// The idle deadline.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// If the file cannot be read or has unknown or malformed fields.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let config: Config =
+            toml::from_str("listen = \"127.0.0.1:6000\"\n[limits]\nmessages_per_second = 5.0\n")
+                .unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.limits.messages_per_second, 5.0);
+        assert_eq!(config.limits.max_frame_bytes, 1 << 20);
+        assert_eq!(config.argon2.iterations, 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! One task per connection: TLS and version handshake, then a read loop that handles
+//! requests in order, and a writer task that is the only code writing the socket.
+//!
+//! The writer drains the connection's bounded queue, coalescing whatever frames are
+//! ready into one write (and so one TLS record where they fit). Every failure of the
+//! peer (bad TLS, garbage, oversized frames, floods, not reading) ends in a clear
+//! error or a disconnect of that one connection, logged, and nothing else waits on it.
+
+use crate::limits::TokenBucket;
+use crate::outbound::{ConnId, Outbound};
+use crate::state::Shared;
+use bytes::{Bytes, BytesMut};
+use confide_proto::frame::{DecodeError, FrameDecoder};
+use confide_proto::handshake::{self, ServerHello, ServerHelloResult};
+use confide_proto::{
+    ClientFrame, ClientHello, ErrorCode, ProtoError, Request, ServerFrame, UserId, UserName,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+mod requests;
+
+/// Bytes gathered into one write at most.
+const MAX_COALESCE: usize = 256 * 1024;
+
+/// How long the writer keeps trying to deliver final frames to a closing peer.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Who a logged-in connection belongs to.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// The account.
+    pub id: UserId,
+    /// Its name.
+    pub name: UserName,
+    /// The hash of this connection's session token, for logout.
+    pub token_hash: [u8; 32],
+}
+
+/// Per-connection state used by request handlers.
+pub struct Connection {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    peer: SocketAddr,
+    out: Outbound,
+    user: Option<LoggedIn>,
+    inflight: Arc<Semaphore>,
+    close_after_reply: bool,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Io(std::io::Error),
+    Fatal(ProtoError),
+    TooSlow,
+    Shutdown,
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let conn = shared.next_conn();
+    let span = tracing::info_span!("conn", conn, peer = %peer);
+    async move {
+        shared.events.record("connect", &[("conn", &conn), ("peer", &peer)]);
+        let _ = stream.set_nodelay(true);
+        let limits = &shared.config.limits;
+        let handshake = tokio::time::timeout(limits.handshake_timeout(), async {
+            let mut tls = acceptor.accept(stream).await.map_err(|err| format!("TLS handshake failed: {err}"))?;
+            let version = hello(&mut tls, &shared).await?;
+            Ok::<_, String>((tls, version))
+        });
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok((tls, version))) => {
+                    tracing::debug!(version, "handshake complete");
+                    tls
+                }
+                Ok(Err(reason)) => {
+                    tracing::warn!(%reason, "handshake failed");
+                    shared.events.record("handshake_failed", &[("conn", &conn), ("peer", &peer), ("reason", &reason.replace(' ', "_"))]);
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("handshake timed out");
+                    shared.events.record("handshake_failed", &[("conn", &conn), ("peer", &peer), ("reason", &"timeout")]);
+                    return;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let (reader, writer) = tokio::io::split(tls);
+        let kill = CancellationToken::new();
+        let (out, queue) = Outbound::new(conn, shared.config.limits.outbound_queue, kill.clone());
+        let write_task = tokio::spawn(write_loop(writer, queue, kill.clone()).in_current_span());
+        let mut connection = Connection {
+            inflight: Arc::new(Semaphore::new(shared.config.limits.max_inflight_sends.max(1))),
+            shared: Arc::clone(&shared),
+            conn,
+            peer,
+            out,
+            user: None,
+            close_after_reply: false,
+        };
+        let end = connection.read_loop(reader, &kill, &shutdown).await;
+        let reason = match &end {
+            End::PeerClosed => "closed".to_owned(),
+            End::Io(err) => format!("io_error:{}", err.kind()),
+            End::Fatal(err) => format!("{:?}", err.code),
+            End::TooSlow => "too_slow".to_owned(),
+            End::Shutdown => "shutdown".to_owned(),
+        };
+        match &end {
+            End::Fatal(err) => {
+                tracing::warn!(code = ?err.code, message = %err.message, "closing connection");
+                connection.out.send(&ServerFrame::Fatal(err.clone()));
+            }
+            End::TooSlow => tracing::warn!("disconnected: client too slow to read"),
+            End::Shutdown => {
+                connection.out.send(&ServerFrame::Fatal(ProtoError::new(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; reconnect later",
+                )));
+            }
+            End::Io(err) => tracing::debug!(cause = %err, "connection error"),
+            End::PeerClosed => tracing::debug!("peer closed"),
+        }
+        connection.leave().await;
+        // Let the writer flush what is queued (the final error included), then stop.
+        kill.cancel();
+        let _ = write_task.await;
+        shared.events.record("disconnect", &[("conn", &conn), ("reason", &reason)]);
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut S,
+    shared: &Shared,
+) -> Result<u32, String> {
+    let decoder = FrameDecoder::new(4096);
+    let mut buf = BytesMut::with_capacity(256);
+    let payload = loop {
+        match decoder.next_payload(&mut buf) {
+            Ok(Some(payload)) => break payload,
+            Ok(None) => {}
+            Err(err) => return Err(format!("bad hello: {err}")),
+        }
+        buf.reserve(decoder.bytes_wanted(&buf));
+        match tls.read_buf(&mut buf).await {
+            Ok(0) => return Err("closed during handshake".to_owned()),
+            Ok(_) => {}
+            Err(err) => return Err(format!("read failed during handshake: {err}")),
+        }
+    };
+    let hello: ClientHello =
+        confide_proto::decode_value(&payload).map_err(|err| format!("bad hello: {err}"))?;
+    let limits = &shared.config.limits;
+    let (answer, result) = match handshake::check_hello(&hello, 1, confide_proto::PROTOCOL_VERSION)
+    {
+        Ok(version) => (
+            ServerHelloResult::Accepted(ServerHello {
+                version,
+                software: format!("confide-server {}", env!("CARGO_PKG_VERSION")),
+                max_frame: limits.max_frame_bytes,
+                max_body: limits.max_body_bytes,
+            }),
+            Ok(version),
+        ),
+        Err(rejected) => {
+            let reason = rejected.message.clone();
+            (ServerHelloResult::Rejected(rejected), Err(reason))
+        }
+    };
+    let mut frame = BytesMut::new();
+    confide_proto::encode_frame(&answer, 4096, &mut frame).map_err(|err| err.to_string())?;
+    tls.write_all(&frame)
+        .await
+        .map_err(|err| format!("write failed during handshake: {err}"))?;
+    tls.flush()
+        .await
+        .map_err(|err| format!("write failed during handshake: {err}"))?;
+    result
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut queue: mpsc::Receiver<Bytes>,
+    kill: CancellationToken,
+) {
+    let mut batch = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = queue.recv() => frame,
+            () = kill.cancelled() => break,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < MAX_COALESCE {
+            match queue.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            result = async {
+                writer.write_all(&batch).await?;
+                writer.flush().await
+            } => result,
+            () = kill.cancelled() => break,
+        };
+        batch.clear();
+        if written.is_err() {
+            kill.cancel();
+            return;
+        }
+    }
+    // Closing: deliver what is already queued (such as a final error), briefly.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        batch.clear();
+        while let Ok(frame) = queue.try_recv() {
+            batch.extend_from_slice(&frame);
+        }
+        if !batch.is_empty() {
+            writer.write_all(&batch).await?;
+        }
+        writer.shutdown().await
+    })
+    .await;
+}
+
+impl Connection {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        mut reader: R,
+        kill: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let limits = self.shared.config.limits.clone();
+        let decoder = FrameDecoder::new(limits.max_frame_bytes as usize);
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let started = Instant::now();
+        let mut requests =
+            TokenBucket::new(limits.requests_per_second, limits.request_burst, started);
+        let mut messages =
+            TokenBucket::new(limits.messages_per_second, limits.message_burst, started);
+        let mut violations = 0u32;
+        let mut last_frame = tokio::time::Instant::now();
+        loop {
+            loop {
+                let payload = match decoder.next_payload(&mut buf) {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => break,
+                    Err(DecodeError::TooLarge { len, max }) => {
+                        return End::Fatal(ProtoError::new(
+                            ErrorCode::FrameTooLarge,
+                            format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+                        ));
+                    }
+                    Err(err) => {
+                        return End::Fatal(ProtoError::new(ErrorCode::Malformed, err.to_string()));
+                    }
+                };
+                last_frame = tokio::time::Instant::now();
+                let frame = match ClientFrame::from_payload(&payload) {
+                    Ok(frame) => frame,
+                    Err(DecodeError::UnknownRequest { id, tag }) => {
+                        tracing::warn!(tag, "unknown request type");
+                        self.out.send(&ServerFrame::Response {
+                            id,
+                            result: Err(ProtoError::new(
+                                ErrorCode::UnknownRequest,
+                                format!("request type {tag} is not supported by this server"),
+                            )),
+                        });
+                        continue;
+                    }
+                    Err(err) => {
+                        return End::Fatal(ProtoError::new(ErrorCode::Malformed, err.to_string()));
+                    }
+                };
+                let now = Instant::now();
+                let is_send = matches!(frame.request, Request::Send { .. });
+                if !requests.take(now) || (is_send && !messages.take(now)) {
+                    violations += 1;
+                    if violations > limits.max_rate_violations {
+                        return End::Fatal(ProtoError::new(
+                            ErrorCode::RateLimited,
+                            "too many requests over the rate limit; disconnected",
+                        ));
+                    }
+                    self.out.send(&ServerFrame::Response {
+                        id: frame.id,
+                        result: Err(ProtoError::new(
+                            ErrorCode::RateLimited,
+                            "slow down: too many requests; this one was not processed",
+                        )),
+                    });
+                    continue;
+                }
+                violations = 0;
+                tracing::trace!(id = frame.id.0, kind = frame.request.kind(), "request");
+                self.handle(frame).await;
+                if self.close_after_reply {
+                    return End::PeerClosed;
+                }
+                if kill.is_cancelled() {
+                    return End::TooSlow;
+                }
+            }
+            let deadline = if self.user.is_some() {
+                last_frame + limits.idle_timeout()
+            } else {
+                tokio::time::Instant::from_std(started) + limits.login_timeout()
+            };
+            buf.reserve(decoder.bytes_wanted(&buf).max(4096));
+            tokio::select! {
+                () = kill.cancelled() => return End::TooSlow,
+                () = shutdown.cancelled() => return End::Shutdown,
+                () = tokio::time::sleep_until(deadline) => {
+                    let what = if self.user.is_some() { "no traffic for too long" } else { "did not log in in time" };
+                    return End::Fatal(ProtoError::new(ErrorCode::Timeout, what));
+                }
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return End::PeerClosed,
+                    Ok(_) => {}
+                    Err(err) => return End::Io(err),
+                },
+            }
+        }
+    }
+
+    /// Unsubscribes from every room and goes offline.
+    async fn leave(&mut self) {
+        let Some(user) = self.user.take() else { return };
+        self.shared.sessions.remove(user.id, self.conn);
+        let user_id = user.id;
+        let rooms =
+            crate::state::blocking(&self.shared.store, move |store| store.rooms_of(user_id))
+                .await
+                .unwrap_or_default();
+        for (room, _) in rooms {
+            if let Some(handle) = self.shared.rooms.get(room) {
+                handle.unsubscribe(user.id, self.conn).await;
+            }
+        }
+        self.shared
+            .events
+            .record("logout", &[("conn", &self.conn), ("user", &user.name)]);
+    }
+}

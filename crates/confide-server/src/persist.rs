@@ -1,0 +1,196 @@
+//! The persister: the one writer of room logs.
+//!
+//! Room actors hand it entries with their sequence numbers already assigned. It gathers
+//! whatever is queued into one transaction, commits it durably, and only then delivers
+//! each entry to its recipients and acknowledges it to its sender. Batching keeps one
+//! fsync for many messages under load instead of skipping durability; a single FIFO
+//! thread keeps every room's entries in sequence order.
+
+use crate::outbound::{Outbound, encode};
+use crate::store::{Append, Effect, Store};
+use confide_proto::{
+    ErrorCode, Event, ProtoError, Reply, RequestId, RoomId, Seq, ServerFrame, Timestamp,
+};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+/// Most entries committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// Jobs waiting for the persister before room actors wait for room.
+const QUEUE: usize = 8192;
+
+/// How to tell the sender that its entry is stored.
+#[derive(Debug)]
+pub enum Ack {
+    /// A message: send a [`Reply::Sent`] response on the connection.
+    Sent {
+        /// The sender's connection.
+        out: Outbound,
+        /// The request.
+        id: RequestId,
+        /// Released once acknowledged, bounding messages in flight per connection.
+        permit: OwnedSemaphorePermit,
+    },
+    /// Anything else: complete the oneshot.
+    Done(oneshot::Sender<Result<(), ProtoError>>),
+    /// Nobody is waiting.
+    None,
+}
+
+/// What the persister tells a room actor.
+#[derive(Debug, Clone, Copy)]
+pub enum Notice {
+    /// This membership change is now stored.
+    Committed(Effect),
+    /// A batch with this room's entries failed: reload state from the store.
+    Reload,
+}
+
+/// One unit of work.
+#[derive(Debug)]
+pub struct Job {
+    /// What to store; `None` only acknowledges, after everything queued before it is
+    /// stored (a resent message whose original is still in flight).
+    pub append: Option<Append>,
+    /// Who receives the entry once stored.
+    pub recipients: Arc<[Outbound]>,
+    /// Additional receivers (a user who just joined or is being removed).
+    pub extra: Vec<Outbound>,
+    /// The acknowledgement; for a pure ack, the place the original was stored.
+    pub ack: Ack,
+    /// For a pure ack: where the original was stored.
+    pub original: Option<(RoomId, Seq, Timestamp)>,
+    /// The room actor's notice channel.
+    pub notify: mpsc::UnboundedSender<Notice>,
+}
+
+/// Sends jobs to the persister.
+#[derive(Debug, Clone)]
+pub struct PersistHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl PersistHandle {
+    /// Queues a job, waiting if the persister is behind.
+    pub async fn submit(&self, job: Job) {
+        if let Err(err) = self.tx.send(job).await {
+            fail(err.0, "the server is shutting down");
+        }
+    }
+}
+
+/// Starts the persister thread. It runs until every [`PersistHandle`] is dropped and
+/// its queue is empty.
+///
+/// # Errors
+/// If the thread cannot be started.
+pub fn start(
+    store: Arc<dyn Store>,
+) -> std::io::Result<(PersistHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("confide-persist".to_owned())
+        .spawn(move || run(store, rx))?;
+    Ok((PersistHandle { tx }, thread))
+}
+
+fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut appends = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for job in &mut jobs {
+            if let Some(append) = job.append.take() {
+                appends.push(append);
+            }
+        }
+        let started = std::time::Instant::now();
+        match store.append(&appends) {
+            Ok(()) => {
+                tracing::trace!(
+                    entries = appends.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                let mut stored = appends.drain(..);
+                for job in jobs.drain(..) {
+                    let append = if job.original.is_none() {
+                        stored.next()
+                    } else {
+                        None
+                    };
+                    deliver(job, append);
+                }
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, entries = appends.len(), "cannot store a batch");
+                appends.clear();
+                for job in jobs.drain(..) {
+                    fail(job, "the server could not store this; try again");
+                }
+            }
+        }
+    }
+}
+
+fn deliver(job: Job, append: Option<Append>) {
+    let mut place = job.original;
+    if let Some(append) = append {
+        let entry = append.entry;
+        place = Some((entry.room, entry.seq, entry.timestamp));
+        if let Some(effect) = append.effect {
+            let _ = job.notify.send(Notice::Committed(effect));
+        }
+        if let Some(frame) = encode(&ServerFrame::Event(Event::Entry(entry))) {
+            for out in job.recipients.iter().chain(job.extra.iter()) {
+                out.push(frame.clone());
+            }
+        }
+    }
+    match job.ack {
+        Ack::Sent { out, id, permit } => {
+            let result = match place {
+                Some((room, seq, timestamp)) => Ok(Reply::Sent {
+                    room,
+                    seq,
+                    timestamp,
+                }),
+                None => Err(ProtoError::new(
+                    ErrorCode::Internal,
+                    "message was not stored",
+                )),
+            };
+            out.send(&ServerFrame::Response { id, result });
+            drop(permit);
+        }
+        Ack::Done(reply) => {
+            let _ = reply.send(Ok(()));
+        }
+        Ack::None => {}
+    }
+}
+
+fn fail(job: Job, why: &str) {
+    match job.ack {
+        Ack::Sent { out, id, permit } => {
+            out.send(&ServerFrame::Response {
+                id,
+                result: Err(ProtoError::new(ErrorCode::Internal, why)),
+            });
+            drop(permit);
+        }
+        Ack::Done(reply) => {
+            let _ = reply.send(Err(ProtoError::new(ErrorCode::Internal, why)));
+        }
+        Ack::None => {}
+    }
+    // The room assumed this entry would be stored; it must reload what really is.
+    let _ = job.notify.send(Notice::Reload);
+}

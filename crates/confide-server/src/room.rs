@@ -1,0 +1,860 @@
+//! Room actors: one task per room owns its sequence counter, members, invitations,
+//! bans and the connections subscribed to it.
+//!
+//! Everything that changes a room goes through its actor, so sequence numbers are
+//! assigned in one place and membership checks never race. The actor assigns numbers
+//! and hands entries to the persister; it never waits for a commit, so a room keeps
+//! accepting messages while earlier ones are being written.
+
+use crate::outbound::{ConnId, Outbound, encode};
+use crate::persist::{Ack, Job, Notice, PersistHandle};
+use crate::sessions::Sessions;
+use crate::store::{Append, Effect, RoomRecord, Store, StoreError, StoredKind};
+use confide_proto::{
+    EntryKind, ErrorCode, Event, LogEntry, MemberChange, MemberInfo, Membership, MessageNonce,
+    ProtoError, RequestId, RoomId, RoomInfo, RoomKind, Seq, ServerFrame, Timestamp, UserId,
+    UserName,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many recent message nonces a room remembers to recognise resent messages.
+const RECENT_NONCES: usize = 65_536;
+
+/// Commands queued per room before senders wait.
+const QUEUE: usize = 4096;
+
+/// A user as room actors see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The account.
+    pub id: UserId,
+    /// Its name.
+    pub name: UserName,
+}
+
+/// A change of membership asked of a room.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// The actor created the room and becomes its first member.
+    Create,
+    /// The actor joins.
+    Join,
+    /// The actor joins unless already a member or banned (the lobby at login).
+    EnsureMember,
+    /// The actor leaves.
+    Leave,
+    /// The actor invites someone.
+    Invite(Person),
+    /// The owner removes someone.
+    Kick(Person),
+    /// The owner removes and bans someone.
+    Ban(Person),
+    /// The owner lifts a ban.
+    Unban(Person),
+}
+
+/// A message to post.
+#[derive(Debug)]
+pub struct Post {
+    /// Who sends it.
+    pub sender: Person,
+    /// The sender's nonce.
+    pub nonce: MessageNonce,
+    /// Opaque bytes.
+    pub body: Vec<u8>,
+    /// The sender's connection, for the acknowledgement.
+    pub out: Outbound,
+    /// The request to acknowledge.
+    pub id: RequestId,
+    /// Held until acknowledged.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// A room as one user sees it, plus the point they joined at.
+#[derive(Debug, Clone)]
+pub struct RoomView {
+    /// What the user may know of the room.
+    pub info: RoomInfo,
+    /// The sequence number of the entry that made them a member, if they are one.
+    pub joined_seq: Option<Seq>,
+}
+
+enum Command {
+    Post(Post),
+    Subscribe(Outbound),
+    Unsubscribe(UserId, ConnId),
+    Change(Person, Action, oneshot::Sender<Result<(), ProtoError>>),
+    Members(UserId, oneshot::Sender<Result<Vec<MemberInfo>, ProtoError>>),
+    View(UserId, oneshot::Sender<RoomView>),
+}
+
+/// Talks to one room's actor.
+#[derive(Clone)]
+pub struct RoomHandle {
+    /// The room.
+    pub id: RoomId,
+    /// Whether anyone may join without an invitation.
+    pub public: bool,
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for RoomHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn gone() -> ProtoError {
+    ProtoError::new(ErrorCode::ShuttingDown, "the server is shutting down")
+}
+
+impl RoomHandle {
+    /// Posts a message; the acknowledgement goes to the post's connection.
+    pub async fn post(&self, post: Post) {
+        if let Err(mpsc::error::SendError(Command::Post(post))) =
+            self.tx.send(Command::Post(post)).await
+        {
+            post.out.send(&ServerFrame::Response {
+                id: post.id,
+                result: Err(gone()),
+            });
+        }
+    }
+
+    /// Subscribes a member's connection to the room's entries and presence.
+    pub async fn subscribe(&self, out: Outbound) {
+        let _ = self.tx.send(Command::Subscribe(out)).await;
+    }
+
+    /// Ends a connection's subscription.
+    pub async fn unsubscribe(&self, user: UserId, conn: ConnId) {
+        let _ = self.tx.send(Command::Unsubscribe(user, conn)).await;
+    }
+
+    /// Changes membership; returns once the change is stored.
+    ///
+    /// # Errors
+    /// Why the change is not allowed, or that it could not be stored.
+    pub async fn change(&self, actor: Person, action: Action) -> Result<(), ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Change(actor, action, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Members with their online state.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NotMember`] for a private room the asker is not in.
+    pub async fn members(&self, asker: UserId) -> Result<Vec<MemberInfo>, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Members(asker, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// The room as `viewer` sees it.
+    ///
+    /// # Errors
+    /// If the server is shutting down.
+    pub async fn view(&self, viewer: UserId) -> Result<RoomView, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::View(viewer, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
+
+/// What every room actor shares.
+#[derive(Clone)]
+pub struct RoomContext {
+    /// The store, for loading state.
+    pub store: Arc<dyn Store>,
+    /// Who is online.
+    pub sessions: Arc<Sessions>,
+    /// Where entries go to be stored.
+    pub persister: PersistHandle,
+    /// Cancelled when the server stops.
+    pub shutdown: CancellationToken,
+}
+
+struct Member {
+    name: UserName,
+    joined_seq: Seq,
+}
+
+struct RoomActor {
+    record: RoomRecord,
+    owner_name: Option<UserName>,
+    last_seq: Seq,
+    last_timestamp: Timestamp,
+    members: HashMap<UserId, Member>,
+    invited: HashSet<UserId>,
+    banned: HashSet<UserId>,
+    subscribers: HashMap<UserId, Vec<Outbound>>,
+    recipients: Option<Arc<[Outbound]>>,
+    nonces: HashMap<(UserId, MessageNonce), (Seq, Timestamp)>,
+    nonce_order: VecDeque<(UserId, MessageNonce)>,
+    context: RoomContext,
+    notices: mpsc::UnboundedSender<Notice>,
+}
+
+/// Loads a room's state and starts its actor.
+///
+/// # Errors
+/// If the room's state cannot be read.
+pub async fn spawn(
+    context: RoomContext,
+    record: RoomRecord,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<RoomHandle, StoreError> {
+    let store = Arc::clone(&context.store);
+    let id = record.id;
+    let loaded = tokio::task::spawn_blocking(move || load(store.as_ref(), id))
+        .await
+        .map_err(|err| StoreError::Database(err.to_string()))??;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (notices, notices_rx) = mpsc::unbounded_channel();
+    let handle = RoomHandle {
+        id,
+        public: record.kind == StoredKind::Public,
+        tx,
+    };
+    let mut actor = RoomActor {
+        record,
+        owner_name: None,
+        last_seq: Seq(0),
+        last_timestamp: Timestamp(0),
+        members: HashMap::new(),
+        invited: HashSet::new(),
+        banned: HashSet::new(),
+        subscribers: HashMap::new(),
+        recipients: None,
+        nonces: HashMap::new(),
+        nonce_order: VecDeque::new(),
+        context,
+        notices,
+    };
+    actor.apply(loaded);
+    tracker.spawn(actor.run(rx, notices_rx));
+    Ok(handle)
+}
+
+struct Loaded {
+    owner_name: Option<UserName>,
+    last_seq: Seq,
+    last_timestamp: Timestamp,
+    members: HashMap<UserId, Member>,
+    invited: HashSet<UserId>,
+    banned: HashSet<UserId>,
+    nonces: Vec<crate::store::RecentNonce>,
+}
+
+fn load(store: &dyn Store, id: RoomId) -> Result<Loaded, StoreError> {
+    let record = store
+        .rooms()?
+        .into_iter()
+        .find(|room| room.id == id)
+        .ok_or_else(|| StoreError::Corrupt(format!("room {id} vanished")))?;
+    let owner_name = match record.owner {
+        Some(owner) => store.user_by_id(owner)?.map(|user| user.name),
+        None => None,
+    };
+    let last = store.entries_before(id, None, 1)?;
+    let members = store
+        .members(id)?
+        .into_iter()
+        .map(|member| {
+            (
+                member.user,
+                Member {
+                    name: member.name,
+                    joined_seq: member.joined_seq,
+                },
+            )
+        })
+        .collect();
+    Ok(Loaded {
+        owner_name,
+        last_seq: last.first().map_or(Seq(0), |entry| entry.seq),
+        last_timestamp: last.first().map_or(Timestamp(0), |entry| entry.timestamp),
+        members,
+        invited: store.invites(id)?.into_iter().collect(),
+        banned: store.bans(id)?.into_iter().collect(),
+        nonces: store.recent_nonces(id, RECENT_NONCES)?,
+    })
+}
+
+fn now() -> Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    Timestamp(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+impl RoomActor {
+    fn apply(&mut self, loaded: Loaded) {
+        self.owner_name = loaded.owner_name;
+        self.last_seq = loaded.last_seq;
+        self.last_timestamp = loaded.last_timestamp;
+        self.members = loaded.members;
+        self.invited = loaded.invited;
+        self.banned = loaded.banned;
+        self.nonces.clear();
+        self.nonce_order.clear();
+        // Oldest first, so the newest are evicted last.
+        for (key, place) in loaded.nonces.into_iter().rev() {
+            self.remember(key, place);
+        }
+        let members = &self.members;
+        self.subscribers
+            .retain(|user, _| members.contains_key(user));
+        self.recipients = None;
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
+    ) {
+        let shutdown = self.context.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(notice) = notices.recv() => self.on_notice(notice).await,
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Post(post) => {
+                if let Some(job) = self.post(post) {
+                    self.context.persister.submit(job).await;
+                }
+            }
+            Command::Subscribe(out) => self.subscribe(out),
+            Command::Unsubscribe(user, conn) => self.unsubscribe(user, conn),
+            Command::Change(actor, action, reply) => match self.change(&actor, action) {
+                Ok(Some(mut job)) => {
+                    job.ack = Ack::Done(reply);
+                    self.context.persister.submit(job).await;
+                }
+                Ok(None) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Members(asker, reply) => {
+                let _ = reply.send(self.member_list(asker));
+            }
+            Command::View(viewer, reply) => {
+                let _ = reply.send(RoomView {
+                    info: self.info(viewer),
+                    joined_seq: self.members.get(&viewer).map(|member| member.joined_seq),
+                });
+            }
+        }
+    }
+
+    async fn on_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Committed(Effect::AddMember(user)) => {
+                // Connections that logged in while the join was being stored read the
+                // store before it had the membership; subscribe them now.
+                for out in self.context.sessions.connections(user) {
+                    self.subscribe(out);
+                }
+            }
+            Notice::Committed(
+                Effect::RemoveMember(user) | Effect::Ban(user) | Effect::Invite(user),
+            ) => {
+                let info = self.info(user);
+                if let Some(frame) = encode(&ServerFrame::Event(Event::Room(info))) {
+                    for out in self.context.sessions.connections(user) {
+                        out.push(frame.clone());
+                    }
+                }
+            }
+            Notice::Committed(Effect::Unban(_)) => {}
+            Notice::Reload => {
+                let store = Arc::clone(&self.context.store);
+                let id = self.record.id;
+                match tokio::task::spawn_blocking(move || load(store.as_ref(), id)).await {
+                    Ok(Ok(loaded)) => self.apply(loaded),
+                    Ok(Err(err)) => tracing::error!(room = %id, cause = %err, "cannot reload room"),
+                    Err(err) => tracing::error!(room = %id, cause = %err, "cannot reload room"),
+                }
+            }
+        }
+    }
+
+    fn next_place(&mut self) -> (Seq, Timestamp) {
+        self.last_seq = self.last_seq.next();
+        // Timestamps never go backwards within a room, even if the clock does.
+        self.last_timestamp = Timestamp(now().0.max(self.last_timestamp.0));
+        (self.last_seq, self.last_timestamp)
+    }
+
+    fn remember(&mut self, key: (UserId, MessageNonce), place: (Seq, Timestamp)) {
+        if self.nonces.insert(key, place).is_none() {
+            self.nonce_order.push_back(key);
+        }
+        while self.nonce_order.len() > RECENT_NONCES {
+            if let Some(old) = self.nonce_order.pop_front() {
+                self.nonces.remove(&old);
+            }
+        }
+    }
+
+    fn recipients(&mut self) -> Arc<[Outbound]> {
+        if let Some(recipients) = &self.recipients {
+            return Arc::clone(recipients);
+        }
+        let list: Arc<[Outbound]> = self
+            .subscribers
+            .values()
+            .flatten()
+            .filter(|out| !out.is_closed())
+            .cloned()
+            .collect();
+        self.recipients = Some(Arc::clone(&list));
+        list
+    }
+
+    fn job(&mut self, append: Option<Append>, ack: Ack) -> Job {
+        Job {
+            append,
+            recipients: self.recipients(),
+            extra: Vec::new(),
+            ack,
+            original: None,
+            notify: self.notices.clone(),
+        }
+    }
+
+    fn post(&mut self, post: Post) -> Option<Job> {
+        let Post {
+            sender,
+            nonce,
+            body,
+            out,
+            id,
+            permit,
+        } = post;
+        if !self.members.contains_key(&sender.id) {
+            out.send(&ServerFrame::Response {
+                id,
+                result: Err(ProtoError::new(
+                    ErrorCode::NotMember,
+                    "you are not a member of this room",
+                )),
+            });
+            return None;
+        }
+        let key = (sender.id, nonce);
+        if let Some(&(seq, timestamp)) = self.nonces.get(&key) {
+            // A resend: acknowledge again once everything before it is stored, since
+            // the original may still be in flight.
+            let mut job = self.job(None, Ack::Sent { out, id, permit });
+            job.original = Some((self.record.id, seq, timestamp));
+            return Some(job);
+        }
+        let (seq, timestamp) = self.next_place();
+        self.remember(key, (seq, timestamp));
+        let append = Append {
+            entry: LogEntry {
+                room: self.record.id,
+                seq,
+                timestamp,
+                sender: sender.name,
+                kind: EntryKind::Message { body },
+            },
+            nonce: Some(key),
+            effect: None,
+        };
+        Some(self.job(Some(append), Ack::Sent { out, id, permit }))
+    }
+
+    fn member_entry(
+        &mut self,
+        by: &Person,
+        subject: &Person,
+        change: MemberChange,
+        effect: Effect,
+    ) -> Append {
+        let (seq, timestamp) = self.next_place();
+        Append {
+            entry: LogEntry {
+                room: self.record.id,
+                seq,
+                timestamp,
+                sender: by.name.clone(),
+                kind: EntryKind::Member {
+                    user: subject.name.clone(),
+                    change,
+                },
+            },
+            nonce: None,
+            effect: Some(effect),
+        }
+    }
+
+    fn require_owner(&self, actor: &Person) -> Result<(), ProtoError> {
+        if self.record.owner == Some(actor.id) {
+            Ok(())
+        } else {
+            Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                "only the room's owner can do that",
+            ))
+        }
+    }
+
+    fn is_lobby_or_direct(&self) -> bool {
+        self.record.kind == StoredKind::Direct || self.record.owner.is_none()
+    }
+
+    fn change(&mut self, actor: &Person, action: Action) -> Result<Option<Job>, ProtoError> {
+        let is_member = self.members.contains_key(&actor.id);
+        match action {
+            Action::EnsureMember if is_member || self.banned.contains(&actor.id) => Ok(None),
+            Action::Create | Action::Join | Action::EnsureMember => {
+                if is_member {
+                    return Err(ProtoError::new(
+                        ErrorCode::AlreadyMember,
+                        "you are already in this room",
+                    ));
+                }
+                if self.banned.contains(&actor.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::Banned,
+                        "you are banned from this room",
+                    ));
+                }
+                match self.record.kind {
+                    StoredKind::Direct => {
+                        return Err(ProtoError::new(
+                            ErrorCode::Forbidden,
+                            "direct conversations cannot be joined",
+                        ));
+                    }
+                    StoredKind::Private
+                        if !self.invited.contains(&actor.id)
+                            && self.record.owner != Some(actor.id) =>
+                    {
+                        return Err(ProtoError::new(
+                            ErrorCode::NotInvited,
+                            "this room is private; ask a member to invite you",
+                        ));
+                    }
+                    _ => {}
+                }
+                let change = if matches!(action, Action::Create) {
+                    MemberChange::Created
+                } else {
+                    MemberChange::Joined
+                };
+                Ok(Some(self.add_member(actor, change)))
+            }
+            Action::Leave => {
+                if !is_member {
+                    return Err(ProtoError::new(
+                        ErrorCode::NotMember,
+                        "you are not in this room",
+                    ));
+                }
+                if self.is_lobby_or_direct() {
+                    return Err(ProtoError::new(
+                        ErrorCode::Forbidden,
+                        "the lobby and direct conversations cannot be left",
+                    ));
+                }
+                Ok(Some(self.remove_member(
+                    actor,
+                    actor,
+                    MemberChange::Left,
+                    Effect::RemoveMember(actor.id),
+                )))
+            }
+            Action::Invite(subject) => {
+                if !is_member {
+                    return Err(ProtoError::new(
+                        ErrorCode::NotMember,
+                        "you are not in this room",
+                    ));
+                }
+                if self.record.kind == StoredKind::Direct {
+                    return Err(ProtoError::new(
+                        ErrorCode::Forbidden,
+                        "direct conversations have two members",
+                    ));
+                }
+                if self.members.contains_key(&subject.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::AlreadyMember,
+                        format!("{} is already in this room", subject.name),
+                    ));
+                }
+                if self.banned.contains(&subject.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::Banned,
+                        format!("{} is banned from this room", subject.name),
+                    ));
+                }
+                self.invited.insert(subject.id);
+                let append = self.member_entry(
+                    actor,
+                    &subject,
+                    MemberChange::Invited,
+                    Effect::Invite(subject.id),
+                );
+                Ok(Some(self.job(Some(append), Ack::None)))
+            }
+            Action::Kick(subject) => {
+                self.require_owner(actor)?;
+                if subject.id == actor.id {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidArgument,
+                        "use leave to leave a room",
+                    ));
+                }
+                if !self.members.contains_key(&subject.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::NotMember,
+                        format!("{} is not in this room", subject.name),
+                    ));
+                }
+                Ok(Some(self.remove_member(
+                    actor,
+                    &subject,
+                    MemberChange::Kicked,
+                    Effect::RemoveMember(subject.id),
+                )))
+            }
+            Action::Ban(subject) => {
+                self.require_owner(actor)?;
+                if subject.id == actor.id {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidArgument,
+                        "you cannot ban yourself",
+                    ));
+                }
+                if self.banned.contains(&subject.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("{} is already banned", subject.name),
+                    ));
+                }
+                self.banned.insert(subject.id);
+                self.invited.remove(&subject.id);
+                Ok(Some(self.remove_member(
+                    actor,
+                    &subject,
+                    MemberChange::Banned,
+                    Effect::Ban(subject.id),
+                )))
+            }
+            Action::Unban(subject) => {
+                self.require_owner(actor)?;
+                if !self.banned.remove(&subject.id) {
+                    return Err(ProtoError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("{} is not banned", subject.name),
+                    ));
+                }
+                let append = self.member_entry(
+                    actor,
+                    &subject,
+                    MemberChange::Unbanned,
+                    Effect::Unban(subject.id),
+                );
+                Ok(Some(self.job(Some(append), Ack::None)))
+            }
+        }
+    }
+
+    fn add_member(&mut self, actor: &Person, change: MemberChange) -> Job {
+        let append = self.member_entry(actor, actor, change, Effect::AddMember(actor.id));
+        self.members.insert(
+            actor.id,
+            Member {
+                name: actor.name.clone(),
+                joined_seq: append.entry.seq,
+            },
+        );
+        self.invited.remove(&actor.id);
+        // Everyone subscribed so far gets the entry; the joiner's connections get it as
+        // extra receivers, after the room itself is announced to them.
+        let recipients = self.recipients();
+        let joiner = self.context.sessions.connections(actor.id);
+        if let Some(frame) = encode(&ServerFrame::Event(Event::Room(self.info(actor.id)))) {
+            for out in &joiner {
+                out.push(frame.clone());
+            }
+        }
+        for out in &joiner {
+            self.subscribe(out.clone());
+        }
+        Job {
+            append: Some(append),
+            recipients,
+            extra: joiner,
+            ack: Ack::None,
+            original: None,
+            notify: self.notices.clone(),
+        }
+    }
+
+    fn remove_member(
+        &mut self,
+        by: &Person,
+        subject: &Person,
+        change: MemberChange,
+        effect: Effect,
+    ) -> Job {
+        let append = self.member_entry(by, subject, change, effect);
+        // The removed member still receives the entry that removes them, and nothing
+        // after it.
+        let recipients = self.recipients();
+        self.members.remove(&subject.id);
+        if self.subscribers.remove(&subject.id).is_some() {
+            self.recipients = None;
+        }
+        Job {
+            append: Some(append),
+            recipients,
+            extra: Vec::new(),
+            ack: Ack::None,
+            original: None,
+            notify: self.notices.clone(),
+        }
+    }
+
+    fn subscribe(&mut self, out: Outbound) {
+        if !self.members.contains_key(&out.user) || out.is_closed() {
+            return;
+        }
+        let user = out.user;
+        let list = self.subscribers.entry(user).or_default();
+        if list.iter().any(|existing| existing.conn == out.conn) {
+            return;
+        }
+        list.push(out);
+        let first = list.len() == 1;
+        self.recipients = None;
+        if first {
+            self.presence(user, true);
+        }
+    }
+
+    fn unsubscribe(&mut self, user: UserId, conn: ConnId) {
+        let Some(list) = self.subscribers.get_mut(&user) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|out| out.conn != conn && !out.is_closed());
+        if list.len() == before {
+            return;
+        }
+        self.recipients = None;
+        if list.is_empty() {
+            self.subscribers.remove(&user);
+            self.presence(user, false);
+        }
+    }
+
+    fn presence(&mut self, user: UserId, online: bool) {
+        let Some(member) = self.members.get(&user) else {
+            return;
+        };
+        let frame = ServerFrame::Event(Event::Presence {
+            room: self.record.id,
+            user: member.name.clone(),
+            online,
+        });
+        let Some(frame) = encode(&frame) else {
+            return;
+        };
+        for (other, outs) in &self.subscribers {
+            if *other != user {
+                for out in outs {
+                    out.push(frame.clone());
+                }
+            }
+        }
+    }
+
+    fn info(&self, viewer: UserId) -> RoomInfo {
+        let membership = if self.members.contains_key(&viewer) {
+            Membership::Joined
+        } else if self.invited.contains(&viewer) {
+            Membership::Invited
+        } else {
+            Membership::None
+        };
+        let kind = match self.record.kind {
+            StoredKind::Public => RoomKind::Public,
+            StoredKind::Private => RoomKind::Private,
+            StoredKind::Direct => {
+                let peer = self
+                    .members
+                    .iter()
+                    .find(|(id, _)| **id != viewer)
+                    .or_else(|| self.members.iter().next())
+                    .map(|(_, member)| member.name.clone());
+                match peer {
+                    Some(peer) => RoomKind::Direct { peer },
+                    None => RoomKind::Private,
+                }
+            }
+        };
+        RoomInfo {
+            id: self.record.id,
+            name: self.record.name.clone(),
+            kind,
+            owner: self.owner_name.clone(),
+            membership,
+            last_seq: self.last_seq,
+            member_count: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn member_list(&self, asker: UserId) -> Result<Vec<MemberInfo>, ProtoError> {
+        if self.record.kind != StoredKind::Public && !self.members.contains_key(&asker) {
+            return Err(ProtoError::new(
+                ErrorCode::NotMember,
+                "you are not in this room",
+            ));
+        }
+        let mut list: Vec<MemberInfo> = self
+            .members
+            .iter()
+            .map(|(id, member)| MemberInfo {
+                user: member.name.clone(),
+                owner: self.record.owner == Some(*id),
+                online: self.subscribers.contains_key(id),
+            })
+            .collect();
+        list.sort_by_key(|member| member.user.canonical());
+        Ok(list)
+    }
+}

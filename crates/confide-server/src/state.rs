@@ -1,0 +1,277 @@
+//! What every connection task shares: configuration, the store, the room registry,
+//! who is online, and the account helpers.
+
+use crate::accounts::{LoginLimiter, PasswordHasher};
+use crate::config::Config;
+use crate::eventlog::EventLog;
+use crate::room::{self, Action, Person, RoomContext, RoomHandle};
+use crate::sessions::Sessions;
+use crate::store::{NewRoom, RoomRecord, Store, StoreError, StoredKind};
+use confide_proto::{ErrorCode, ProtoError, RoomId, RoomName, Timestamp, UserId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::task::TaskTracker;
+
+/// Shared server state.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Who is online.
+    pub sessions: Arc<Sessions>,
+    /// Room actors.
+    pub rooms: Rooms,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Login rate limits.
+    pub limiter: LoginLimiter,
+    /// The event log.
+    pub events: EventLog,
+    /// The lobby's id.
+    pub lobby: RoomId,
+    next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// The registry of room actors.
+pub struct Rooms {
+    map: Mutex<HashMap<RoomId, RoomHandle>>,
+    /// Held while a room is created and its actor started, so that two requests for
+    /// the same direct conversation never start two actors for one room.
+    creating: tokio::sync::Mutex<()>,
+    context: RoomContext,
+    tracker: TaskTracker,
+}
+
+/// The server clock, in milliseconds since the Unix epoch.
+#[must_use]
+pub fn now() -> Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    Timestamp(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+/// Runs a blocking store call off the async threads.
+///
+/// # Errors
+/// [`ErrorCode::Internal`] if the store fails (the cause is logged, not sent).
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, call: F) -> Result<T, ProtoError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(internal(&err)),
+        Err(err) => Err(internal(&err)),
+    }
+}
+
+/// Logs an internal failure and gives the client a generic error.
+pub fn internal(cause: &dyn std::fmt::Display) -> ProtoError {
+    tracing::error!(cause = %cause, "internal error");
+    ProtoError::new(ErrorCode::Internal, "internal server error; try again")
+}
+
+impl Shared {
+    /// Builds the shared state and starts an actor for every stored room, creating the
+    /// lobby on first start.
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        context: RoomContext,
+        events: EventLog,
+        tracker: TaskTracker,
+    ) -> anyhow::Result<Shared> {
+        let hasher = PasswordHasher::new(&config.argon2)?;
+        let limiter = LoginLimiter::new(&config.limits);
+        let records = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || -> Result<Vec<RoomRecord>, StoreError> {
+                if store.room_by_name(&RoomName::lobby())?.is_none() {
+                    store.create_room(
+                        &NewRoom {
+                            name: Some(RoomName::lobby()),
+                            kind: StoredKind::Public,
+                            owner: None,
+                            direct: None,
+                        },
+                        now(),
+                    )?;
+                }
+                store.rooms()
+            })
+            .await??
+        };
+        let rooms = Rooms {
+            map: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            context: context.clone(),
+            tracker,
+        };
+        let mut lobby = None;
+        for record in records {
+            if record
+                .name
+                .as_ref()
+                .is_some_and(|name| name.same_as(&RoomName::lobby()))
+            {
+                lobby = Some(record.id);
+            }
+            rooms.start(record).await?;
+        }
+        let lobby = lobby.ok_or_else(|| anyhow::anyhow!("the lobby is missing"))?;
+        Ok(Shared {
+            config,
+            store,
+            sessions: context.sessions,
+            rooms,
+            hasher,
+            limiter,
+            events,
+            lobby,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh connection number.
+    pub fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Rooms {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn start(&self, record: RoomRecord) -> Result<RoomHandle, StoreError> {
+        let handle = room::spawn(self.context.clone(), record, &self.tracker).await?;
+        self.map().insert(handle.id, handle.clone());
+        Ok(handle)
+    }
+
+    /// The actor of a room.
+    #[must_use]
+    pub fn get(&self, id: RoomId) -> Option<RoomHandle> {
+        self.map().get(&id).cloned()
+    }
+
+    /// Every public room.
+    #[must_use]
+    pub fn public(&self) -> Vec<RoomHandle> {
+        let mut list: Vec<RoomHandle> = self
+            .map()
+            .values()
+            .filter(|room| room.public)
+            .cloned()
+            .collect();
+        list.sort_by_key(|room| room.id);
+        list
+    }
+
+    /// Creates a named room owned by `owner`, who becomes its first member.
+    ///
+    /// # Errors
+    /// [`ErrorCode::RoomExists`] if the name is taken.
+    pub async fn create(
+        &self,
+        name: RoomName,
+        private: bool,
+        owner: Person,
+    ) -> Result<RoomHandle, ProtoError> {
+        let handle = {
+            let _creating = self.creating.lock().await;
+            let new = NewRoom {
+                name: Some(name.clone()),
+                kind: if private {
+                    StoredKind::Private
+                } else {
+                    StoredKind::Public
+                },
+                owner: Some(owner.id),
+                direct: None,
+            };
+            let store = Arc::clone(&self.context.store);
+            let created = tokio::task::spawn_blocking(move || store.create_room(&new, now()))
+                .await
+                .map_err(|err| crate::state::internal(&err))?;
+            let record = match created {
+                Ok(record) => record,
+                Err(StoreError::Conflict) => {
+                    return Err(ProtoError::new(
+                        ErrorCode::RoomExists,
+                        format!("a room named {name} exists"),
+                    ));
+                }
+                Err(err) => return Err(internal(&err)),
+            };
+            self.start(record).await.map_err(|err| internal(&err))?
+        };
+        handle.change(owner, Action::Create).await?;
+        Ok(handle)
+    }
+
+    /// The direct conversation of two users, created on first use.
+    ///
+    /// # Errors
+    /// If it cannot be created.
+    pub async fn direct(&self, a: UserId, b: UserId) -> Result<RoomHandle, ProtoError> {
+        let store = Arc::clone(&self.context.store);
+        let existing = blocking(&store, move |store| store.direct_room(a, b)).await?;
+        if let Some(record) = existing
+            && let Some(handle) = self.get(record.id)
+        {
+            return Ok(handle);
+        }
+        let _creating = self.creating.lock().await;
+        let record = blocking(&store, move |store| {
+            if let Some(record) = store.direct_room(a, b)? {
+                return Ok(record);
+            }
+            store.create_room(
+                &NewRoom {
+                    name: None,
+                    kind: StoredKind::Direct,
+                    owner: None,
+                    direct: Some((a, b)),
+                },
+                now(),
+            )
+        })
+        .await?;
+        if let Some(handle) = self.get(record.id) {
+            return Ok(handle);
+        }
+        let handle = self.start(record).await.map_err(|err| internal(&err))?;
+        // Both users' open connections learn about the new conversation now; those
+        // that log in later find it in the store.
+        for user in [a, b] {
+            if let Ok(view) = handle.view(user).await
+                && let Some(frame) = crate::outbound::encode(&confide_proto::ServerFrame::Event(
+                    confide_proto::Event::Room(view.info),
+                ))
+            {
+                for out in self.context.sessions.connections(user) {
+                    out.push(frame.clone());
+                    handle.subscribe(out).await;
+                }
+            }
+        }
+        Ok(handle)
+    }
+}
