@@ -27,8 +27,8 @@ pub struct ClientFrame {
 pub enum Target {
     /// A room the sender is a member of (including a direct conversation by its id).
     Room(RoomId),
-    /// The direct conversation with this user, created on first use.
-    User(UserName),
+    /// The direct conversation with this user (by name), created on first use.
+    User(String),
 }
 
 /// What the client last saw in one room.
@@ -42,19 +42,24 @@ pub struct SyncCursor {
 
 /// Everything a client can ask. Requests other than `Register`, `Login`, `Resume` and
 /// `Ping` need a logged-in connection.
+///
+/// Names in requests are plain strings that the server validates, so that a name that
+/// breaks the rules gets [`ErrorCode::InvalidUsername`] or [`ErrorCode::InvalidRoomName`]
+/// with the rule it breaks, not a decoding failure. Use [`UserName::parse`] and
+/// [`RoomName::parse`] to check them before sending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Create an account and log in. Replies [`Reply::LoggedIn`].
     Register {
-        /// The new account's name.
-        username: UserName,
+        /// The new account's name (see [`UserName`] for the rules).
+        username: String,
         /// At least [`Password::MIN_CHARS`] characters.
         password: Password,
     },
     /// Log in with a password. Replies [`Reply::LoggedIn`].
     Login {
         /// The account's name, in any case or normalization.
-        username: UserName,
+        username: String,
         /// The account's password.
         password: Password,
     },
@@ -103,15 +108,15 @@ pub enum Request {
     },
     /// Create a room owned by the caller. Replies [`Reply::Room`].
     CreateRoom {
-        /// Unique ignoring case and normalization.
-        name: RoomName,
+        /// Unique ignoring case and normalization (see [`RoomName`] for the rules).
+        name: String,
         /// Private rooms can be joined only after an invitation.
         private: bool,
     },
     /// Join a public room, or a private room one was invited to. Replies [`Reply::Room`].
     Join {
         /// The room's name.
-        name: RoomName,
+        name: String,
     },
     /// Leave a room. Replies [`Reply::Ok`].
     Leave {
@@ -123,28 +128,28 @@ pub enum Request {
         /// The room.
         room: RoomId,
         /// Who to invite.
-        user: UserName,
+        user: String,
     },
     /// Remove a member (owner only). Replies [`Reply::Ok`].
     Kick {
         /// The room.
         room: RoomId,
         /// Who to remove.
-        user: UserName,
+        user: String,
     },
     /// Remove a member and keep them out (owner only). Replies [`Reply::Ok`].
     Ban {
         /// The room.
         room: RoomId,
         /// Who to ban.
-        user: UserName,
+        user: String,
     },
     /// Lift a ban (owner only). Replies [`Reply::Ok`].
     Unban {
         /// The room.
         room: RoomId,
         /// Who to let back in.
-        user: UserName,
+        user: String,
     },
     /// Liveness check. Replies [`Reply::Pong`].
     Ping,

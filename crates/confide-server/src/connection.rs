@@ -140,9 +140,13 @@ pub async fn serve(
             End::PeerClosed => tracing::debug!("peer closed"),
         }
         connection.leave().await;
-        // Let the writer flush what is queued (the final error included), then stop.
+        // Let the writer flush what is queued (the final error included), then stop;
+        // a peer that does not read gets a short grace period, no more.
         kill.cancel();
-        let _ = write_task.await;
+        let mut write_task = write_task;
+        if tokio::time::timeout(CLOSE_GRACE, &mut write_task).await.is_err() {
+            write_task.abort();
+        }
         shared.events.record("disconnect", &[("conn", &conn), ("reason", &reason)]);
     }
     .instrument(span)
@@ -218,31 +222,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        let written = tokio::select! {
-            result = async {
-                writer.write_all(&batch).await?;
-                writer.flush().await
-            } => result,
-            () = kill.cancelled() => break,
-        };
+        // A write to a peer that does not read blocks here; the connection task gives
+        // up on this writer after a grace period and aborts it.
+        let written = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        }
+        .await;
         batch.clear();
         if written.is_err() {
-            kill.cancel();
             return;
         }
     }
-    // Closing: deliver what is already queued (such as a final error), briefly.
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        batch.clear();
-        while let Ok(frame) = queue.try_recv() {
-            batch.extend_from_slice(&frame);
-        }
-        if !batch.is_empty() {
-            writer.write_all(&batch).await?;
-        }
-        writer.shutdown().await
-    })
-    .await;
+    // Closing: deliver what is already queued (such as a final error).
+    while let Ok(frame) = queue.try_recv() {
+        batch.extend_from_slice(&frame);
+    }
+    if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
+        return;
+    }
+    let _ = writer.shutdown().await;
 }
 
 impl Connection {

@@ -33,6 +33,24 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ProtoError {
     ProtoError::new(code, message)
 }
 
+fn user_name(raw: &str) -> Result<UserName, ProtoError> {
+    UserName::parse(raw).map_err(|err| {
+        error(
+            ErrorCode::InvalidUsername,
+            format!("invalid username: {err}"),
+        )
+    })
+}
+
+fn room_name(raw: &str) -> Result<RoomName, ProtoError> {
+    RoomName::parse(raw).map_err(|err| {
+        error(
+            ErrorCode::InvalidRoomName,
+            format!("invalid room name: {err}"),
+        )
+    })
+}
+
 impl Connection {
     pub(super) async fn handle(&mut self, frame: ClientFrame) {
         let ClientFrame { id, request } = frame;
@@ -56,8 +74,20 @@ impl Connection {
     async fn dispatch(&mut self, request: Request) -> Result<Reply, ProtoError> {
         match request {
             Request::Ping => Ok(Reply::Pong { timestamp: now() }),
-            Request::Register { username, password } => self.register(username, password).await,
-            Request::Login { username, password } => self.login(username, password).await,
+            Request::Register { username, password } => {
+                self.register(user_name(&username)?, password).await
+            }
+            Request::Login { username, password } => {
+                // A name that could never be registered is an unknown user, and gets the
+                // same answer as any unknown user.
+                match UserName::parse(&username) {
+                    Ok(name) => self.login(name, password).await,
+                    Err(_) => Err(error(
+                        ErrorCode::InvalidCredentials,
+                        "unknown user or wrong password",
+                    )),
+                }
+            }
             Request::Resume { token } => self.resume(token).await,
             request => {
                 let Some(user) = self.user.clone() else {
@@ -91,14 +121,18 @@ impl Connection {
                 Ok(Reply::Members(self.room(room)?.members(user.id).await?))
             }
             Request::CreateRoom { name, private } => {
-                let handle = self.shared.rooms.create(name, private, me).await?;
+                let handle = self
+                    .shared
+                    .rooms
+                    .create(room_name(&name)?, private, me)
+                    .await?;
                 self.shared
                     .events
                     .record("room_create", &[("room", &handle.id), ("user", &user.name)]);
                 Ok(Reply::Room(handle.view(user.id).await?.info))
             }
             Request::Join { name } => {
-                let handle = self.room_named(&name).await?;
+                let handle = self.room_named(&room_name(&name)?).await?;
                 handle.change(me, Action::Join).await?;
                 self.shared
                     .events
@@ -167,7 +201,9 @@ impl Connection {
             .ok_or_else(|| error(ErrorCode::NoSuchRoom, format!("no room named {name}")))
     }
 
-    async fn person(&self, name: UserName) -> Result<Person, ProtoError> {
+    async fn person(&self, raw: String) -> Result<Person, ProtoError> {
+        let name = UserName::parse(&raw)
+            .map_err(|_| error(ErrorCode::NoSuchUser, format!("no user named {raw:?}")))?;
         let lookup = name.clone();
         let record = blocking(&self.shared.store, move |store| store.user_by_name(&lookup)).await?;
         record

@@ -1,0 +1,9 @@
+//! Integration tests: real servers over loopback TLS with real SQLite files, driven by
+//! raw protocol clients, the client core and the command-line binaries.
+
+mod accounts;
+mod durability;
+mod hostile;
+mod messaging;
+mod protocol;
+mod rooms;

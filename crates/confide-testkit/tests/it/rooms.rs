@@ -1,0 +1,400 @@
+//! Rooms: create, invite, join, leave, kick, ban, lists, presence, and persistence.
+
+use confide_proto::{
+    EntryKind, ErrorCode, Event, MemberChange, Membership, Reply, Request, RoomId, RoomKind, Target,
+};
+use confide_testkit::{RawClient, TIMEOUT, TestServer};
+
+async fn user(server: &TestServer, name: &str) -> RawClient {
+    let mut client = server.raw().await.unwrap();
+    client.register(name).await.unwrap();
+    client
+}
+
+async fn create(client: &mut RawClient, name: &str, private: bool) -> RoomId {
+    match client
+        .ok(Request::CreateRoom {
+            name: name.to_owned(),
+            private,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Room(info) => {
+            assert_eq!(info.membership, Membership::Joined);
+            info.id
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits for the membership entry `change` of `who` in `room`.
+async fn expect_member(client: &mut RawClient, room: RoomId, who: &str, change: MemberChange) {
+    loop {
+        if let Event::Entry(entry) = client.next_event(TIMEOUT).await.unwrap()
+            && entry.room == room
+            && let EntryKind::Member { user, change: got } = &entry.kind
+            && user.as_str() == who
+            && *got == change
+        {
+            return;
+        }
+    }
+}
+
+async fn members(client: &mut RawClient, room: RoomId) -> Vec<(String, bool, bool)> {
+    match client.ok(Request::Members { room }).await.unwrap() {
+        Reply::Members(list) => list
+            .into_iter()
+            .map(|m| (m.user.to_string(), m.owner, m.online))
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_rooms_are_created_listed_and_joined() {
+    let server = TestServer::start().await.unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let room = create(&mut alice, "General", false).await;
+    let err = bob
+        .request(Request::CreateRoom {
+            name: "general".into(),
+            private: false,
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RoomExists);
+    let err = bob
+        .request(Request::CreateRoom {
+            name: "bad name!".into(),
+            private: false,
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRoomName);
+    // Bob sees it in the list as a room he may join.
+    let Reply::Rooms(rooms) = bob.ok(Request::ListRooms).await.unwrap() else {
+        panic!()
+    };
+    let listed = rooms.iter().find(|info| info.id == room).unwrap();
+    assert_eq!(listed.membership, Membership::None);
+    assert_eq!(listed.owner.as_ref().unwrap().as_str(), "alice");
+    assert_eq!(listed.kind, RoomKind::Public);
+    // Joining is case-insensitive and announced to members.
+    let Reply::Room(joined) = bob
+        .ok(Request::Join {
+            name: "GENERAL".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(joined.id, room);
+    expect_member(&mut alice, room, "bob", MemberChange::Joined).await;
+    assert_eq!(
+        members(&mut alice, room).await,
+        vec![("alice".into(), true, true), ("bob".into(), false, true)]
+    );
+    let err = bob
+        .request(Request::Join {
+            name: "general".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::AlreadyMember);
+    let err = bob
+        .request(Request::Join {
+            name: "nowhere".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NoSuchRoom);
+    // Bob leaves; alice sees it; bob can no longer post there.
+    bob.ok(Request::Leave { room }).await.unwrap();
+    expect_member(&mut alice, room, "bob", MemberChange::Left).await;
+    let err = bob
+        .say(Target::Room(room), "still here?")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotMember);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_rooms_need_an_invitation() {
+    let server = TestServer::start().await.unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let room = create(&mut alice, "secret", true).await;
+    let err = bob
+        .request(Request::Join {
+            name: "secret".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotInvited);
+    let err = bob
+        .request(Request::Members { room })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotMember);
+    alice
+        .ok(Request::Invite {
+            room,
+            user: "Bob".into(),
+        })
+        .await
+        .unwrap();
+    // Bob is told about the invitation.
+    loop {
+        if let Event::Room(info) = bob.next_event(TIMEOUT).await.unwrap()
+            && info.id == room
+        {
+            assert_eq!(info.membership, Membership::Invited);
+            assert_eq!(info.kind, RoomKind::Private);
+            break;
+        }
+    }
+    let err = alice
+        .request(Request::Invite {
+            room,
+            user: "nobody".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NoSuchUser);
+    bob.ok(Request::Join {
+        name: "secret".into(),
+    })
+    .await
+    .unwrap();
+    expect_member(&mut alice, room, "bob", MemberChange::Joined).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_kick_and_ban_and_others_cannot() {
+    let server = TestServer::start().await.unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let mut carol = user(&server, "carol").await;
+    let room = create(&mut alice, "club", false).await;
+    bob.ok(Request::Join {
+        name: "club".into(),
+    })
+    .await
+    .unwrap();
+    carol
+        .ok(Request::Join {
+            name: "club".into(),
+        })
+        .await
+        .unwrap();
+    let err = bob
+        .request(Request::Kick {
+            room,
+            user: "carol".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    alice
+        .ok(Request::Kick {
+            room,
+            user: "carol".into(),
+        })
+        .await
+        .unwrap();
+    expect_member(&mut carol, room, "carol", MemberChange::Kicked).await;
+    loop {
+        if let Event::Room(info) = carol.next_event(TIMEOUT).await.unwrap()
+            && info.id == room
+        {
+            assert_eq!(info.membership, Membership::None);
+            break;
+        }
+    }
+    // Kicked is not banned: carol may come back.
+    carol
+        .ok(Request::Join {
+            name: "club".into(),
+        })
+        .await
+        .unwrap();
+    alice
+        .ok(Request::Ban {
+            room,
+            user: "carol".into(),
+        })
+        .await
+        .unwrap();
+    let err = carol
+        .request(Request::Join {
+            name: "club".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Banned);
+    let err = carol
+        .say(Target::Room(room), "let me in")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotMember);
+    let err = carol
+        .request(Request::History {
+            room,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotMember);
+    alice
+        .ok(Request::Unban {
+            room,
+            user: "carol".into(),
+        })
+        .await
+        .unwrap();
+    carol
+        .ok(Request::Join {
+            name: "club".into(),
+        })
+        .await
+        .unwrap();
+    // The lobby cannot be left, and nobody owns it.
+    let lobby = alice.lobby().await.unwrap();
+    let err = alice
+        .request(Request::Leave { room: lobby })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    let err = alice
+        .request(Request::Kick {
+            room: lobby,
+            user: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_bans_survive_a_restart() {
+    let mut server = TestServer::start().await.unwrap();
+    let (room, alice_token, carol_token) = {
+        let mut alice = server.raw().await.unwrap();
+        let alice_token = alice.register("alice").await.unwrap();
+        let mut bob = user(&server, "bob").await;
+        let mut carol = server.raw().await.unwrap();
+        let carol_token = carol.register("carol").await.unwrap();
+        let room = create(&mut alice, "keep", false).await;
+        bob.ok(Request::Join {
+            name: "keep".into(),
+        })
+        .await
+        .unwrap();
+        carol
+            .ok(Request::Join {
+                name: "keep".into(),
+            })
+            .await
+            .unwrap();
+        alice
+            .ok(Request::Ban {
+                room,
+                user: "carol".into(),
+            })
+            .await
+            .unwrap();
+        (room, alice_token, carol_token)
+    };
+    server.restart().await.unwrap();
+    let mut alice = server.raw().await.unwrap();
+    alice
+        .ok(Request::Resume { token: alice_token })
+        .await
+        .unwrap();
+    let list = members(&mut alice, room).await;
+    let names: Vec<&str> = list.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(names, vec!["alice", "bob"]);
+    let mut carol = server.raw().await.unwrap();
+    carol
+        .ok(Request::Resume { token: carol_token })
+        .await
+        .unwrap();
+    let err = carol
+        .request(Request::Join {
+            name: "keep".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Banned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_connections() {
+    let server = TestServer::start().await.unwrap();
+    let mut alice = user(&server, "alice").await;
+    let lobby = alice.lobby().await.unwrap();
+    let bob_token = {
+        let mut bob = server.raw().await.unwrap();
+        let token = bob.register("bob").await.unwrap();
+        loop {
+            if let Event::Presence { room, user, online } = alice.next_event(TIMEOUT).await.unwrap()
+                && user.as_str() == "bob"
+            {
+                assert_eq!(room, lobby);
+                assert!(online);
+                break;
+            }
+        }
+        token
+    };
+    // Bob's connection is gone: alice hears that he went offline.
+    loop {
+        if let Event::Presence { user, online, .. } = alice.next_event(TIMEOUT).await.unwrap()
+            && user.as_str() == "bob"
+        {
+            assert!(!online);
+            break;
+        }
+    }
+    assert_eq!(
+        members(&mut alice, lobby).await,
+        vec![("alice".into(), false, true), ("bob".into(), false, false)]
+    );
+    // Two connections of one user: offline only when both are gone.
+    let mut first = server.raw().await.unwrap();
+    first
+        .ok(Request::Resume {
+            token: bob_token.clone(),
+        })
+        .await
+        .unwrap();
+    let mut second = server.raw().await.unwrap();
+    second
+        .ok(Request::Resume { token: bob_token })
+        .await
+        .unwrap();
+    drop(first);
+    second.ok(Request::Ping).await.unwrap();
+    let list = members(&mut alice, lobby).await;
+    assert_eq!(list[1], ("bob".into(), false, true));
+}
