@@ -170,6 +170,23 @@ pub async fn start(
     })
 }
 
+/// Creates the data directory readable by its owner only (it holds the private key).
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
 /// [`start`], then wait for shutdown.
 ///
 /// # Errors
