@@ -69,12 +69,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    create_private_dir(&config.data_dir)?;
     let tls = tls::load_or_create(
         &config.data_dir,
         config.tls.cert.as_deref(),
