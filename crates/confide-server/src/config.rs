@@ -45,6 +45,10 @@ pub struct Limits {
     pub messages_per_second: f64,
     /// Messages one connection may send in a burst.
     pub message_burst: f64,
+    /// Messages per second one account may send over all its connections, sustained.
+    pub account_messages_per_second: f64,
+    /// Messages one account may send in a burst over all its connections.
+    pub account_message_burst: f64,
     /// Requests of any kind per second one connection may make, sustained.
     pub requests_per_second: f64,
     /// Requests of any kind in a burst.
@@ -99,6 +103,8 @@ impl Default for Limits {
             outbound_queue: 4096,
             messages_per_second: 50.0,
             message_burst: 200.0,
+            account_messages_per_second: 100.0,
+            account_message_burst: 400.0,
             requests_per_second: 200.0,
             request_burst: 400.0,
             max_rate_violations: 500,

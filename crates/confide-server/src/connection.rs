@@ -296,7 +296,11 @@ impl Connection {
                 };
                 let now = Instant::now();
                 let is_send = matches!(frame.request, Request::Send { .. });
-                if !requests.take(now) || (is_send && !messages.take(now)) {
+                let account_ok = || match &self.user {
+                    Some(user) => self.shared.account_rates.take(user.id, now),
+                    None => true,
+                };
+                if !requests.take(now) || (is_send && (!messages.take(now) || !account_ok())) {
                     violations += 1;
                     if violations > limits.max_rate_violations {
                         return End::Fatal(ProtoError::new(

@@ -31,7 +31,49 @@ pub struct Shared {
     pub events: EventLog,
     /// The lobby's id.
     pub lobby: RoomId,
+    /// Message rate per account, across all of its connections.
+    pub account_rates: AccountRates,
     next_conn: AtomicU64,
+}
+
+/// A token bucket per account, so that opening more connections does not raise how
+/// fast one account may post.
+///
+/// A `std::sync::Mutex` is enough: each check is one map lookup and a little arithmetic.
+#[derive(Debug)]
+pub struct AccountRates {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<UserId, crate::limits::TokenBucket>>,
+}
+
+impl AccountRates {
+    /// Limits of `rate` messages per second and bursts of `burst`.
+    #[must_use]
+    pub fn new(rate: f64, burst: f64) -> AccountRates {
+        AccountRates {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one message from the account's allowance, if there is one.
+    pub fn take(&self, user: UserId, now: std::time::Instant) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 100_000 {
+            // Buckets refill to full after burst/rate seconds; dropping them all at once
+            // only forgives a little, and bounds memory.
+            buckets.clear();
+        }
+        buckets
+            .entry(user)
+            .or_insert_with(|| crate::limits::TokenBucket::new(self.rate, self.burst, now))
+            .take(now)
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -97,6 +139,10 @@ impl Shared {
     ) -> anyhow::Result<Shared> {
         let hasher = PasswordHasher::new(&config.argon2)?;
         let limiter = LoginLimiter::new(&config.limits);
+        let account_rates = AccountRates::new(
+            config.limits.account_messages_per_second,
+            config.limits.account_message_burst,
+        );
         let records = {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || -> Result<Vec<RoomRecord>, StoreError> {
@@ -142,6 +188,7 @@ impl Shared {
             limiter,
             events,
             lobby,
+            account_rates,
             next_conn: AtomicU64::new(1),
         })
     }

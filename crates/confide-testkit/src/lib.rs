@@ -35,6 +35,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.argon2.iterations = 1;
     config.limits.messages_per_second = 100_000.0;
     config.limits.message_burst = 100_000.0;
+    config.limits.account_messages_per_second = 100_000.0;
+    config.limits.account_message_burst = 100_000.0;
     config.limits.requests_per_second = 100_000.0;
     config.limits.request_burst = 100_000.0;
     config.limits.login_attempts_per_address = 10_000;

@@ -48,7 +48,7 @@ impl ServerProcess {
             std::fs::create_dir_all(data_dir)?;
             std::fs::write(
                 &config,
-                "[argon2]\nmemory_kib = 256\niterations = 1\n\n[limits]\nmessages_per_second = 100000.0\nmessage_burst = 100000.0\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\n",
+                "[argon2]\nmemory_kib = 256\niterations = 1\n\n[limits]\nmessages_per_second = 100000.0\nmessage_burst = 100000.0\naccount_messages_per_second = 100000.0\naccount_message_burst = 100000.0\nrequests_per_second = 100000.0\nrequest_burst = 100000.0\n",
             )?;
         }
         let mut child = Command::new(workspace_binary("confide-server")?)

@@ -171,6 +171,40 @@ async fn a_flood_is_rate_limited_and_others_keep_their_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_do_not_raise_an_accounts_message_rate() {
+    let server = TestServer::start_with(|config| {
+        config.limits.account_messages_per_second = 1.0;
+        config.limits.account_message_burst = 30.0;
+        config.limits.max_rate_violations = 100_000;
+    })
+    .await
+    .unwrap();
+    let mut first = server.raw().await.unwrap();
+    let token = first.register("alice").await.unwrap();
+    let lobby = first.lobby().await.unwrap();
+    let mut second = server.raw().await.unwrap();
+    second.ok(Request::Resume { token }).await.unwrap();
+    let mut accepted = 0;
+    for index in 0..40 {
+        let client = if index % 2 == 0 {
+            &mut first
+        } else {
+            &mut second
+        };
+        match client
+            .say(Target::Room(lobby), &format!("m{index}"))
+            .await
+            .unwrap()
+        {
+            Ok(_) => accepted += 1,
+            Err(err) => assert_eq!(err.code, ErrorCode::RateLimited),
+        }
+    }
+    // 30 in the burst plus at most a few refilled while the test ran.
+    assert!((30..35).contains(&accepted), "accepted {accepted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_flooder_is_disconnected() {
     let server = TestServer::start_with(|config| {
         config.limits.requests_per_second = 10.0;
