@@ -79,7 +79,9 @@ impl FromStr for ServerAddress {
                 .ok_or_else(|| error("missing :PORT"))?;
             (host, port)
         } else {
-            let (host, port) = input.rsplit_once(':').ok_or_else(|| error("missing :PORT"))?;
+            let (host, port) = input
+                .rsplit_once(':')
+                .ok_or_else(|| error("missing :PORT"))?;
             if host.contains(':') {
                 return Err(error("put an IPv6 address in brackets, e.g. [::1]:5555"));
             }
@@ -135,7 +137,10 @@ mod tests {
         assert_eq!(v6.host(), "::1");
         assert_eq!(v6.to_string(), "[::1]:7000");
         assert_eq!(
-            " 127.0.0.1:5555 ".parse::<ServerAddress>().unwrap().to_string(),
+            " 127.0.0.1:5555 "
+                .parse::<ServerAddress>()
+                .unwrap()
+                .to_string(),
             "127.0.0.1:5555"
         );
     }

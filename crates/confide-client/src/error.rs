@@ -200,7 +200,9 @@ mod tests {
         assert_eq!(err.code(), Some(ErrorCode::NoSuchRoom));
         assert_eq!(err.to_string(), "no such room: nope");
         assert!(!err.is_transient());
-        assert!(ClientError::from(ProtoError::new(ErrorCode::RateLimited, "slow down")).is_transient());
+        assert!(
+            ClientError::from(ProtoError::new(ErrorCode::RateLimited, "slow down")).is_transient()
+        );
         assert_eq!(ClientError::Closed.code(), None);
     }
 }

@@ -5,8 +5,8 @@
 //! positions saved in the profile cover only entries the front end actually received.
 //! This module must not touch the network or the profile.
 
-use crate::fingerprint::Fingerprint;
 use crate::address::ServerAddress;
+use crate::fingerprint::Fingerprint;
 use confide_proto::{LogEntry, RoomId, RoomInfo, Seq, UserName};
 use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
@@ -172,7 +172,12 @@ impl TakenPositions {
             return;
         };
         self.with(|state| {
-            if !state.enabled || state.only.as_ref().is_some_and(|only| !only.contains(&entry.room)) {
+            if !state.enabled
+                || state
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&entry.room))
+            {
                 return;
             }
             let position = state.positions.entry(entry.room).or_default();
@@ -245,7 +250,10 @@ mod tests {
         }
         tx.send(ClientEvent::SyncComplete).unwrap();
         assert_eq!(taken.take_changed(), None);
-        assert!(matches!(stream.next().await, Some(ClientEvent::Entry { .. })));
+        assert!(matches!(
+            stream.next().await,
+            Some(ClientEvent::Entry { .. })
+        ));
         assert_eq!(
             taken.take_changed(),
             Some(BTreeMap::from([(RoomId(1), Seq(4))]))

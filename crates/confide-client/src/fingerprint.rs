@@ -134,7 +134,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_explained() {
-        assert_eq!("AB:CD".parse::<Fingerprint>(), Err(FingerprintError::Length(4)));
+        assert_eq!(
+            "AB:CD".parse::<Fingerprint>(),
+            Err(FingerprintError::Length(4))
+        );
         assert_eq!("".parse::<Fingerprint>(), Err(FingerprintError::Length(0)));
         let mut text = sample().to_string();
         text.replace_range(0..1, "G");

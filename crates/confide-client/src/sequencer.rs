@@ -155,12 +155,7 @@ impl RoomCursors {
         let mut cursors: Vec<SyncCursor> = self
             .rooms
             .iter()
-            .filter_map(|(room, state)| {
-                state.last.map(|seen| SyncCursor {
-                    room: *room,
-                    seen,
-                })
-            })
+            .filter_map(|(room, state)| state.last.map(|seen| SyncCursor { room: *room, seen }))
             .collect();
         cursors.sort_by_key(|cursor| cursor.room);
         cursors
@@ -248,7 +243,12 @@ mod tests {
             } else {
                 cursors.synced(entry(room, seq))
             };
-            out.extend(accepted.delivered.iter().map(|d| (d.entry.room.0, d.entry.seq.0)));
+            out.extend(
+                accepted
+                    .delivered
+                    .iter()
+                    .map(|d| (d.entry.room.0, d.entry.seq.0)),
+            );
         }
         out
     }
@@ -341,7 +341,10 @@ mod tests {
         let accepted = cursors.live(entry(5, 3));
         assert!(accepted.needs_sync);
         assert!(accepted.delivered.is_empty());
-        assert!(cursors.cursors().is_empty(), "no cursor: sync starts at the join");
+        assert!(
+            cursors.cursors().is_empty(),
+            "no cursor: sync starts at the join"
+        );
         // Sync from the join point (seq 1) fills up to the buffered entry.
         let delivered = run(&mut cursors, &[(false, 5, 1), (false, 5, 2)]);
         assert_eq!(delivered, vec![(5, 1), (5, 2), (5, 3)]);
@@ -380,7 +383,10 @@ mod tests {
         assert!(accepted.needs_sync);
         assert_eq!(cursors.buffered(RoomId(1)), 0);
         // Sync then delivers everything once.
-        let delivered = run(&mut cursors, &(1..=9).map(|s| (false, 1, s)).collect::<Vec<_>>());
+        let delivered = run(
+            &mut cursors,
+            &(1..=9).map(|s| (false, 1, s)).collect::<Vec<_>>(),
+        );
         assert_eq!(delivered, (1..=9).map(|s| (1, s)).collect::<Vec<_>>());
     }
 

@@ -128,7 +128,7 @@ async fn establish_now(
     let reply = match login {
         Login::Register { username, password } => {
             io.request(Request::Register {
-                username: username.clone(),
+                username: username.to_string(),
                 password: password.clone(),
             })
             .await?
@@ -287,7 +287,10 @@ impl Handshake<'_> {
 
     /// Sends `request` and waits for its response, keeping any events that arrive
     /// first. A fatal error from the server becomes `Err`.
-    async fn request(&mut self, request: Request) -> Result<Result<Reply, ProtoError>, ClientError> {
+    async fn request(
+        &mut self,
+        request: Request,
+    ) -> Result<Result<Reply, ProtoError>, ClientError> {
         let id = RequestId(self.next_id);
         self.next_id += 1;
         let secret = matches!(
@@ -301,7 +304,10 @@ impl Handshake<'_> {
                 ClientError::Protocol(format!("bad frame from {}: {err}", self.server))
             })?;
             match frame {
-                ServerFrame::Response { id: answered, result } if answered == id => {
+                ServerFrame::Response {
+                    id: answered,
+                    result,
+                } if answered == id => {
                     return Ok(result);
                 }
                 ServerFrame::Response { id: answered, .. } => {
@@ -319,7 +325,7 @@ impl Handshake<'_> {
         password: &Password,
     ) -> Result<Result<Reply, ProtoError>, ClientError> {
         self.request(Request::Login {
-            username: username.clone(),
+            username: username.to_string(),
             password: password.clone(),
         })
         .await

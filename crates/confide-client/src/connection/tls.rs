@@ -59,7 +59,9 @@ pub(crate) async fn connect(
         error: std::io::Error::other(error),
         presented: None,
     })?;
-    let result = TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
+    let result = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
     let presented = verifier.presented();
     match (result, presented) {
         (Ok(stream), Some(fingerprint)) => Ok((stream, fingerprint)),
@@ -110,7 +112,10 @@ impl PinningVerifier {
     }
 
     fn presented(&self) -> Option<Fingerprint> {
-        *self.presented.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .presented
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -124,7 +129,10 @@ impl ServerCertVerifier for PinningVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let fingerprint = Fingerprint::of_der(end_entity.as_ref());
-        *self.presented.lock().unwrap_or_else(PoisonError::into_inner) = Some(fingerprint);
+        *self
+            .presented
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(fingerprint);
         match self.expected {
             Some(expected) if expected != fingerprint => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
@@ -140,7 +148,9 @@ impl ServerCertVerifier for PinningVerifier {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // The client offers only TLS 1.3, so this is never legitimately reached.
-        Err(rustls::Error::General("TLS 1.2 is not supported".to_owned()))
+        Err(rustls::Error::General(
+            "TLS 1.2 is not supported".to_owned(),
+        ))
     }
 
     fn verify_tls13_signature(
@@ -173,10 +183,18 @@ mod tests {
         assert_eq!(tofu.presented(), Some(fingerprint));
 
         let pinned = PinningVerifier::new(Some(fingerprint));
-        assert!(pinned.verify_server_cert(&cert, &[], &name, &[], now).is_ok());
+        assert!(
+            pinned
+                .verify_server_cert(&cert, &[], &name, &[], now)
+                .is_ok()
+        );
 
         let other = PinningVerifier::new(Some(Fingerprint([9; 32])));
-        assert!(other.verify_server_cert(&cert, &[], &name, &[], now).is_err());
+        assert!(
+            other
+                .verify_server_cert(&cert, &[], &name, &[], now)
+                .is_err()
+        );
         assert_eq!(other.presented(), Some(fingerprint));
         assert!(!other.supported_verify_schemes().is_empty());
     }

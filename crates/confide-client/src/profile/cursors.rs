@@ -89,7 +89,9 @@ mod tests {
         assert!(profile.load_cursors(&server, &alice).unwrap().is_empty());
 
         let alice_positions = BTreeMap::from([(RoomId(1), Seq(10)), (RoomId(7), Seq(3))]);
-        profile.save_cursors(&server, &alice, &alice_positions).unwrap();
+        profile
+            .save_cursors(&server, &alice, &alice_positions)
+            .unwrap();
         profile
             .save_cursors(&server, &bob, &BTreeMap::from([(RoomId(1), Seq(2))]))
             .unwrap();
@@ -104,7 +106,9 @@ mod tests {
             BTreeMap::from([(RoomId(1), Seq(2))])
         );
 
-        profile.save_cursors(&server, &alice, &BTreeMap::new()).unwrap();
+        profile
+            .save_cursors(&server, &alice, &BTreeMap::new())
+            .unwrap();
         assert!(profile.load_cursors(&server, &alice).unwrap().is_empty());
         assert_eq!(profile.load_cursors(&server, &bob).unwrap().len(), 1);
     }

@@ -20,7 +20,10 @@ impl Profile {
     ///
     /// # Errors
     /// A [`ProfileError`] if `known_servers.json` is unreadable or corrupt.
-    pub fn known_server(&self, server: &ServerAddress) -> Result<Option<Fingerprint>, ProfileError> {
+    pub fn known_server(
+        &self,
+        server: &ServerAddress,
+    ) -> Result<Option<Fingerprint>, ProfileError> {
         let path = self.known_servers_path();
         let file = read_json::<KnownServersFile>(&path)?.unwrap_or_default();
         file.servers
@@ -78,14 +81,20 @@ mod tests {
         assert_eq!(profile.known_server(&one).unwrap(), None);
         profile.pin_server(&one, Fingerprint([1; 32])).unwrap();
         profile.pin_server(&two, Fingerprint([2; 32])).unwrap();
-        assert_eq!(profile.known_server(&one).unwrap(), Some(Fingerprint([1; 32])));
+        assert_eq!(
+            profile.known_server(&one).unwrap(),
+            Some(Fingerprint([1; 32]))
+        );
         let two_again: ServerAddress = "example.ORG:443".parse().unwrap();
         assert_eq!(
             profile.known_server(&two_again).unwrap(),
             Some(Fingerprint([2; 32]))
         );
         profile.pin_server(&one, Fingerprint([3; 32])).unwrap();
-        assert_eq!(profile.known_server(&one).unwrap(), Some(Fingerprint([3; 32])));
+        assert_eq!(
+            profile.known_server(&one).unwrap(),
+            Some(Fingerprint([3; 32]))
+        );
         assert!(profile.forget_server(&one).unwrap());
         assert!(!profile.forget_server(&one).unwrap());
         assert_eq!(profile.known_server(&one).unwrap(), None);

@@ -57,8 +57,8 @@ impl Profile {
         let username = UserName::parse(&file.username)
             .map_err(|err| corrupt(&path, format!("username: {err}")))?;
         // The hex error names a position or length, never the token's contents.
-        let token = hex::decode(&file.token)
-            .map_err(|err| corrupt(&path, format!("token: {err}")))?;
+        let token =
+            hex::decode(&file.token).map_err(|err| corrupt(&path, format!("token: {err}")))?;
         Ok(Some(Session {
             server,
             username,
@@ -164,6 +164,12 @@ mod tests {
             r#"{"server":"nope","username":"alice","user_id":1,"token":"00"}"#,
         )
         .unwrap();
-        assert!(profile.session().unwrap_err().to_string().contains("server"));
+        assert!(
+            profile
+                .session()
+                .unwrap_err()
+                .to_string()
+                .contains("server")
+        );
     }
 }

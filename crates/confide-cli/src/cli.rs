@@ -1,0 +1,249 @@
+//! The command line's shape: every subcommand, flag and default (clap derive).
+//!
+//! This is the public interface of the `confide` binary (DESIGN.md section 5). It only
+//! describes arguments; it must not connect or print.
+
+use clap::{Args, Parser, Subcommand};
+use confide_client::{Fingerprint, ServerAddress};
+use confide_proto::{RoomName, UserName};
+use std::path::PathBuf;
+
+/// The server `register` and `login` use when neither `--server` nor a stored session
+/// names one.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:5555";
+
+/// Confide secure chat from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "confide", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Profile directory holding the session, pinned servers and room positions.
+    #[arg(long, global = true, env = "CONFIDE_HOME", value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+
+    /// Server to use (default: the logged-in session's server; 127.0.0.1:5555 for
+    /// register and login).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub server: Option<ServerAddress>,
+
+    /// Expected SHA-256 fingerprint of the server's certificate; pins it.
+    #[arg(long, global = true, value_name = "FP")]
+    pub fingerprint: Option<Fingerprint>,
+
+    /// Print one JSON object per line (see JSON.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account and log in (password from CONFIDE_PASSWORD or a prompt).
+    Register(AccountArgs),
+    /// Log in (password from CONFIDE_PASSWORD or a prompt).
+    Login(AccountArgs),
+    /// End the session on the server and forget it.
+    Logout,
+    /// Send a message to a room or a user.
+    Send(SendArgs),
+    /// Catch up on what was missed, then print events as they arrive.
+    Listen(ListenArgs),
+    /// Print a room's or conversation's recent history, oldest first.
+    History(HistoryArgs),
+    /// List rooms: yours, your invitations and public ones.
+    Rooms,
+    /// List a room's members and who is online.
+    Users(UsersArgs),
+    /// Create, join, leave and moderate rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+}
+
+/// `register` and `login`.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Account name.
+    #[arg(long, short, value_name = "NAME")]
+    pub user: UserName,
+}
+
+/// A room or a direct conversation (exactly one).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// A room by name.
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<RoomName>,
+    /// The direct conversation with a user.
+    #[arg(long, value_name = "USER")]
+    pub to: Option<UserName>,
+}
+
+/// `send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to send.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The message; words are joined with spaces. `-` reads it from standard input.
+    /// Put text that starts with `-` after `--`.
+    #[arg(required = true, value_name = "TEXT")]
+    pub text: Vec<String>,
+}
+
+/// `listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Only this room.
+    #[arg(long, value_name = "ROOM", conflicts_with = "to")]
+    pub room: Option<RoomName>,
+    /// Only the direct conversation with this user.
+    #[arg(long, value_name = "USER")]
+    pub to: Option<UserName>,
+    /// Exit after this many messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit after this many seconds (an error if --count was not reached).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Which room or conversation.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How many entries.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub limit: u32,
+}
+
+/// `users`.
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// The room (default: lobby).
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<RoomName>,
+}
+
+/// `room ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room that you own.
+    Create {
+        /// Room name.
+        name: RoomName,
+        /// Joined by invitation only.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Join a public room or one you were invited to.
+    Join {
+        /// Room name.
+        name: RoomName,
+    },
+    /// Leave a room.
+    Leave {
+        /// Room name.
+        name: RoomName,
+    },
+    /// Invite a user to a room.
+    Invite {
+        /// Room name.
+        name: RoomName,
+        /// Who.
+        user: UserName,
+    },
+    /// Remove a member (owner only).
+    Kick {
+        /// Room name.
+        name: RoomName,
+        /// Who.
+        user: UserName,
+    },
+    /// Remove a member and keep them out (owner only).
+    Ban {
+        /// Room name.
+        name: RoomName,
+        /// Who.
+        user: UserName,
+    },
+    /// Lift a ban (owner only).
+    Unban {
+        /// Room name.
+        name: RoomName,
+        /// Who.
+        user: UserName,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_takes_words_flags_anywhere_and_dash_for_stdin() {
+        let cli =
+            Cli::try_parse_from(["confide", "send", "hello", "--room", "lobby", "x"]).unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send");
+        };
+        assert_eq!(args.text, ["hello", "x"]);
+        assert_eq!(args.target.room.unwrap().as_str(), "lobby");
+        let cli = Cli::try_parse_from(["confide", "send", "--room", "lobby", "--", "-5", "--to"])
+            .unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send");
+        };
+        assert_eq!(args.text, ["-5", "--to"]);
+        let cli = Cli::try_parse_from(["confide", "send", "--to", "bob", "-"]).unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send");
+        };
+        assert_eq!(args.text, ["-"]);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for argv in [
+            &["confide", "send", "hello"][..],
+            &["confide", "send", "--room", "a", "--to", "bob", "x"],
+            &["confide", "send", "--room", "a"],
+            &["confide", "login"],
+            &["confide", "login", "--user", "a b"],
+            &["confide", "--server", "nope", "rooms"],
+            &["confide", "--fingerprint", "AB", "rooms"],
+            &["confide", "listen", "--room", "a", "--to", "bob"],
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from([
+            "confide",
+            "rooms",
+            "--json",
+            "--server",
+            "example.org:7000",
+            "--profile",
+            "/tmp/p",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.server.unwrap().to_string(), "example.org:7000");
+        assert_eq!(cli.profile.unwrap(), PathBuf::from("/tmp/p"));
+    }
+}
