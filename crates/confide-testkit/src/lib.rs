@@ -71,6 +71,12 @@ impl TestServer {
         TestServer::start_with(|_| {}).await
     }
 
+    /// Starts a server with a new data directory (and so a new certificate) on `addr`,
+    /// which must be a loopback address whose previous server has stopped.
+    pub async fn start_at(addr: SocketAddr) -> Result<TestServer> {
+        TestServer::start_with(|config| config.listen = addr).await
+    }
+
     /// Starts a server after `adjust` has changed the test configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
         init_tracing();
@@ -84,8 +90,10 @@ impl TestServer {
     }
 
     async fn start_in(mut config: Config, data_dir: PathBuf) -> Result<TestServer> {
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        if config.listen.ip() != std::net::Ipv4Addr::LOCALHOST {
+            config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        let listener = bind(config.listen).await?;
         let shutdown = CancellationToken::new();
         let server = confide_server::start(listener, config.clone(), shutdown.clone()).await?;
         Ok(TestServer {
@@ -122,10 +130,13 @@ impl TestServer {
         Ok(())
     }
 
-    /// Stops, then starts again on the same data directory (on a new port).
+    /// Stops, then starts again on the same data directory and the same port, so that
+    /// clients can reconnect to it.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await?;
-        let mut next = TestServer::start_in(self.config.clone(), self.data_dir.clone()).await?;
+        let mut config = self.config.clone();
+        config.listen = self.addr;
+        let mut next = TestServer::start_in(config, self.data_dir.clone()).await?;
         next.dir = self.dir.take();
         *self = next;
         Ok(())
@@ -141,6 +152,23 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Binds a listener, retrying briefly if the port is still held by a server that is
+/// shutting down (restarts reuse their port).
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+                last = Some(err);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("cannot bind {addr}"), Into::into))
 }
 
 /// Every file under `dir`, recursively.

@@ -2,6 +2,8 @@
 //! raw protocol clients, the client core and the command-line binaries.
 
 mod accounts;
+mod cli;
+mod client;
 mod durability;
 mod hostile;
 mod messaging;
