@@ -148,6 +148,10 @@ impl Connection {
             }
             Request::Invite { room, user: name } => {
                 let subject = self.person(name).await?;
+                self.shared.events.record(
+                    "room_invite",
+                    &[("room", &room), ("by", &user.name), ("user", &subject.name)],
+                );
                 self.room(room)?.change(me, Action::Invite(subject)).await?;
                 Ok(Reply::Ok)
             }
