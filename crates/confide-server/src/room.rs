@@ -109,6 +109,11 @@ impl std::fmt::Debug for RoomHandle {
     }
 }
 
+/// Refuses a request with a code and a message for people.
+fn deny<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, ProtoError> {
+    Err(ProtoError::new(code, message))
+}
+
 fn gone() -> ProtoError {
     ProtoError::new(ErrorCode::ShuttingDown, "the server is shutting down")
 }
@@ -539,32 +544,26 @@ impl RoomActor {
             Action::EnsureMember if is_member || self.banned.contains(&actor.id) => Ok(None),
             Action::Create | Action::Join | Action::EnsureMember => {
                 if is_member {
-                    return Err(ProtoError::new(
-                        ErrorCode::AlreadyMember,
-                        "you are already in this room",
-                    ));
+                    return deny(ErrorCode::AlreadyMember, "you are already in this room");
                 }
                 if self.banned.contains(&actor.id) {
-                    return Err(ProtoError::new(
-                        ErrorCode::Banned,
-                        "you are banned from this room",
-                    ));
+                    return deny(ErrorCode::Banned, "you are banned from this room");
                 }
                 match self.record.kind {
                     StoredKind::Direct => {
-                        return Err(ProtoError::new(
+                        return deny(
                             ErrorCode::Forbidden,
                             "direct conversations cannot be joined",
-                        ));
+                        );
                     }
                     StoredKind::Private
                         if !self.invited.contains(&actor.id)
                             && self.record.owner != Some(actor.id) =>
                     {
-                        return Err(ProtoError::new(
+                        return deny(
                             ErrorCode::NotInvited,
                             "this room is private; ask a member to invite you",
-                        ));
+                        );
                     }
                     _ => {}
                 }
@@ -577,16 +576,13 @@ impl RoomActor {
             }
             Action::Leave => {
                 if !is_member {
-                    return Err(ProtoError::new(
-                        ErrorCode::NotMember,
-                        "you are not in this room",
-                    ));
+                    return deny(ErrorCode::NotMember, "you are not in this room");
                 }
                 if self.is_lobby_or_direct() {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::Forbidden,
                         "the lobby and direct conversations cannot be left",
-                    ));
+                    );
                 }
                 Ok(Some(self.remove_member(
                     actor,
@@ -597,28 +593,25 @@ impl RoomActor {
             }
             Action::Invite(subject) => {
                 if !is_member {
-                    return Err(ProtoError::new(
-                        ErrorCode::NotMember,
-                        "you are not in this room",
-                    ));
+                    return deny(ErrorCode::NotMember, "you are not in this room");
                 }
                 if self.record.kind == StoredKind::Direct {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::Forbidden,
                         "direct conversations have two members",
-                    ));
+                    );
                 }
                 if self.members.contains_key(&subject.id) {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::AlreadyMember,
                         format!("{} is already in this room", subject.name),
-                    ));
+                    );
                 }
                 if self.banned.contains(&subject.id) {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::Banned,
                         format!("{} is banned from this room", subject.name),
-                    ));
+                    );
                 }
                 self.invited.insert(subject.id);
                 let append = self.member_entry(
@@ -632,16 +625,13 @@ impl RoomActor {
             Action::Kick(subject) => {
                 self.require_owner(actor)?;
                 if subject.id == actor.id {
-                    return Err(ProtoError::new(
-                        ErrorCode::InvalidArgument,
-                        "use leave to leave a room",
-                    ));
+                    return deny(ErrorCode::InvalidArgument, "use leave to leave a room");
                 }
                 if !self.members.contains_key(&subject.id) {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::NotMember,
                         format!("{} is not in this room", subject.name),
-                    ));
+                    );
                 }
                 Ok(Some(self.remove_member(
                     actor,
@@ -653,16 +643,13 @@ impl RoomActor {
             Action::Ban(subject) => {
                 self.require_owner(actor)?;
                 if subject.id == actor.id {
-                    return Err(ProtoError::new(
-                        ErrorCode::InvalidArgument,
-                        "you cannot ban yourself",
-                    ));
+                    return deny(ErrorCode::InvalidArgument, "you cannot ban yourself");
                 }
                 if self.banned.contains(&subject.id) {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::InvalidArgument,
                         format!("{} is already banned", subject.name),
-                    ));
+                    );
                 }
                 self.banned.insert(subject.id);
                 self.invited.remove(&subject.id);
@@ -676,10 +663,10 @@ impl RoomActor {
             Action::Unban(subject) => {
                 self.require_owner(actor)?;
                 if !self.banned.remove(&subject.id) {
-                    return Err(ProtoError::new(
+                    return deny(
                         ErrorCode::InvalidArgument,
                         format!("{} is not banned", subject.name),
-                    ));
+                    );
                 }
                 let append = self.member_entry(
                     actor,
@@ -840,10 +827,7 @@ impl RoomActor {
 
     fn member_list(&self, asker: UserId) -> Result<Vec<MemberInfo>, ProtoError> {
         if self.record.kind != StoredKind::Public && !self.members.contains_key(&asker) {
-            return Err(ProtoError::new(
-                ErrorCode::NotMember,
-                "you are not in this room",
-            ));
+            return deny(ErrorCode::NotMember, "you are not in this room");
         }
         let mut list: Vec<MemberInfo> = self
             .members

@@ -256,59 +256,37 @@ impl SqliteStore {
     }
 }
 
+const DELETE_MEMBER: &str = "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2";
+const DELETE_INVITE: &str = "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2";
+const INSERT_INVITE: &str = "INSERT OR IGNORE INTO invites (room_id, user_id) VALUES (?1, ?2)";
+const INSERT_BAN: &str = "INSERT OR IGNORE INTO bans (room_id, user_id) VALUES (?1, ?2)";
+const DELETE_BAN: &str = "DELETE FROM bans WHERE room_id = ?1 AND user_id = ?2";
+
 fn apply_effect(
     tx: &rusqlite::Transaction<'_>,
     room: i64,
     seq: i64,
     effect: Effect,
 ) -> rusqlite::Result<()> {
+    let for_user = |statements: &[&str], user: confide_proto::UserId| {
+        for sql in statements {
+            tx.execute(sql, params![room, id_i64(user.0)])?;
+        }
+        Ok(())
+    };
     match effect {
         Effect::AddMember(user) => {
-            let user = id_i64(user.0);
             tx.execute(
                 "INSERT OR IGNORE INTO members (room_id, user_id, joined_seq) VALUES (?1, ?2, ?3)",
-                params![room, user, seq],
+                params![room, id_i64(user.0), seq],
             )?;
-            tx.execute(
-                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
-                params![room, user],
-            )?;
+            for_user(&[DELETE_INVITE], user)
         }
-        Effect::RemoveMember(user) => {
-            tx.execute(
-                "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
-                params![room, id_i64(user.0)],
-            )?;
-        }
-        Effect::Invite(user) => {
-            tx.execute(
-                "INSERT OR IGNORE INTO invites (room_id, user_id) VALUES (?1, ?2)",
-                params![room, id_i64(user.0)],
-            )?;
-        }
-        Effect::Ban(user) => {
-            let user = id_i64(user.0);
-            tx.execute(
-                "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
-                params![room, user],
-            )?;
-            tx.execute(
-                "DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2",
-                params![room, user],
-            )?;
-            tx.execute(
-                "INSERT OR IGNORE INTO bans (room_id, user_id) VALUES (?1, ?2)",
-                params![room, user],
-            )?;
-        }
-        Effect::Unban(user) => {
-            tx.execute(
-                "DELETE FROM bans WHERE room_id = ?1 AND user_id = ?2",
-                params![room, id_i64(user.0)],
-            )?;
-        }
+        Effect::RemoveMember(user) => for_user(&[DELETE_MEMBER], user),
+        Effect::Invite(user) => for_user(&[INSERT_INVITE], user),
+        Effect::Ban(user) => for_user(&[DELETE_MEMBER, DELETE_INVITE, INSERT_BAN], user),
+        Effect::Unban(user) => for_user(&[DELETE_BAN], user),
     }
-    Ok(())
 }
 
 impl Store for SqliteStore {
