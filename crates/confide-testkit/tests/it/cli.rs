@@ -399,3 +399,60 @@ async fn the_command_line_fails_clearly() {
     let line = fails(out);
     assert!(line.contains("127.0.0.1:1"), "{line}");
 }
+
+#[test]
+fn operator_commands_read_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data.path()).unwrap();
+    let addr = server.addr.to_string();
+    let alice = tempfile::tempdir().unwrap();
+    ok(confide(
+        alice.path(),
+        Some("alice password"),
+        &["register", "--server", &addr, "--user", "alice"],
+    ));
+    ok(confide(alice.path(), None, &["room", "create", "garden"]));
+    ok(confide(
+        alice.path(),
+        None,
+        &["send", "--room", "garden", "hello"],
+    ));
+    assert!(server.terminate().unwrap().success());
+    let admin = |args: &[&str]| {
+        let output = Command::new(workspace_binary("confide-server").unwrap())
+            .args(["--data-dir", data.path().to_str().unwrap(), "admin"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let fingerprint = admin(&["fingerprint"]);
+    assert_eq!(fingerprint.trim(), server.fingerprint);
+    let users = admin(&["users"]);
+    assert!(users.contains("alice"), "{users}");
+    let rooms = admin(&["rooms"]);
+    let garden = rooms.lines().find(|line| line.contains("garden")).unwrap();
+    // Created, then one message: two entries, one member.
+    assert!(
+        garden.contains("1 members") && garden.contains("2 entries"),
+        "{garden}"
+    );
+    // Without a database, a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(workspace_binary("confide-server").unwrap())
+        .args([
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+            "admin",
+            "users",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no database"),
+        "{}",
+        stderr(&output)
+    );
+}
