@@ -60,6 +60,8 @@ pub enum Command {
     /// Create, join, leave and moderate rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Interactive terminal UI: rooms, conversation, who is online (/help inside).
+    Chat(ChatArgs),
 }
 
 /// `register` and `login`.
@@ -120,6 +122,14 @@ pub struct HistoryArgs {
     /// How many entries.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub limit: u32,
+}
+
+/// `chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Open this room first (joining it if you are not a member yet).
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<RoomName>,
 }
 
 /// `users`.
@@ -228,6 +238,22 @@ mod tests {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn chat_takes_an_optional_room() {
+        let cli = Cli::try_parse_from(["confide", "chat", "--room", "dev"]).unwrap();
+        let Command::Chat(args) = cli.command else {
+            panic!("not chat");
+        };
+        assert_eq!(args.room.unwrap().as_str(), "dev");
+        let cli = Cli::try_parse_from(["confide", "chat"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Chat(ChatArgs { room: None })
+        ));
+        let err = Cli::try_parse_from(["confide", "chat", "--room", "a b"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

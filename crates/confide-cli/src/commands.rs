@@ -6,6 +6,7 @@
 //! the one-line reasons `main` prints; they must never print secrets.
 
 mod account;
+mod chat;
 mod history;
 mod listen;
 mod rooms;
@@ -56,10 +57,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rooms => rooms::rooms(&context).await,
         Command::Users(args) => rooms::users(&context, args).await,
         Command::Room(command) => rooms::room(&context, command).await,
+        Command::Chat(args) => chat::chat(&context, args).await,
     }
 }
 
-fn profile_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// The profile directory: `--profile` (or `CONFIDE_HOME`), else the user's data
+/// directory.
+///
+/// # Errors
+/// If there is no home directory to put the default in.
+pub fn profile_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = flag {
         return Ok(dir);
     }

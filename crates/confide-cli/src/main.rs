@@ -4,17 +4,27 @@
 //! `confide_cli` library; this file must not grow any.
 
 use clap::Parser;
-use confide_cli::cli::Cli;
+use confide_cli::cli::{Cli, Command};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if matches!(cli.command, Command::Chat(_)) {
+        // The terminal UI owns the screen: log to a file in the profile, or nowhere.
+        let file = confide_cli::commands::profile_dir(cli.profile.clone())
+            .ok()
+            .and_then(|dir| confide_cli::tui::log_file(&dir));
+        match file {
+            Some(file) => logs.with_ansi(false).with_writer(Mutex::new(file)).init(),
+            None => logs.with_writer(std::io::sink).init(),
+        }
+    } else {
+        logs.with_writer(std::io::stderr).init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,6 +8,9 @@
 //! stream exactly once, in order, without gaps, across reconnections and across runs
 //! (positions are saved in the [`Profile`]).
 //!
+//! The [`model`] module holds the pure view models every front end draws from
+//! ([`RoomList`], [`Timeline`], [`Presence`]), updated by the same events.
+//!
 //! This crate knows no UI library and never prints: front ends decide what to show. It
 //! never logs passwords, tokens or message contents.
 //!
@@ -41,6 +44,7 @@ mod error;
 mod event;
 mod fingerprint;
 mod handle;
+pub mod model;
 pub mod profile;
 pub mod sequencer;
 
@@ -52,5 +56,6 @@ pub use error::ClientError;
 pub use event::{ClientEvent, ConnectionState, EventStream};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use handle::{Account, ClientHandle, HistoryPage, SentAck, ServerInfo};
+pub use model::{Presence, RoomList, Timeline};
 pub use profile::{Profile, ProfileError, Session};
 pub use sequencer::RoomCursors;

@@ -134,7 +134,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Ctrl-C or SIGTERM.
-struct Stop {
+pub(super) struct Stop {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -142,7 +142,7 @@ struct Stop {
 }
 
 impl Stop {
-    fn install() -> anyhow::Result<Stop> {
+    pub(super) fn install() -> anyhow::Result<Stop> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -155,7 +155,7 @@ impl Stop {
         Ok(Stop {})
     }
 
-    async fn wait(&mut self) {
+    pub(super) async fn wait(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}

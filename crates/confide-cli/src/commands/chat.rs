@@ -1,0 +1,266 @@
+//! `chat`: the interactive terminal UI.
+//!
+//! Connects like `listen` (catching up, and saving room positions as events are taken
+//! from the stream), then runs one `select!` over terminal events, client events and
+//! the outcomes of requests, drawing the [`AppState`] after each. Requests run as
+//! tasks so that a slow answer never freezes the screen. This module is the only part
+//! of the UI that touches the network and the terminal; it must not keep screen state
+//! of its own (that is the [`AppState`]'s) nor print while the terminal is in use.
+
+use super::Context;
+use super::listen::Stop;
+use crate::cli::ChatArgs;
+use crate::output::local;
+use crate::tui::state::{AppState, Effect, Level, Moderation, Outcome, Status};
+use crate::tui::terminal::{ChatTerminal, TerminalGuard, is_terminal};
+use crate::tui::view;
+use anyhow::{Context as _, bail};
+use chrono::NaiveDateTime;
+use confide_client::{ClientHandle, ConnectionState, EventStream};
+use confide_proto::{Membership, RoomInfo, RoomName, Timestamp};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The error for standard input or output that is not a terminal.
+pub const NOT_A_TERMINAL: &str = "chat needs a terminal; use listen and send in scripts";
+
+/// Client events handled before the screen is drawn again, so that a long catch-up
+/// does not redraw once per entry.
+const EVENT_BATCH: usize = 512;
+
+/// How long leaving waits for messages that are still being sent.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(3);
+
+/// `confide chat [--room ROOM]`.
+///
+/// # Errors
+/// If standard input or output is not a terminal, not logged in, `--room` cannot be
+/// opened, the terminal fails, or the client stops (for example the session ended).
+pub async fn chat(context: &Context, args: ChatArgs) -> anyhow::Result<()> {
+    if !is_terminal() {
+        bail!(NOT_A_TERMINAL);
+    }
+    let stop = Stop::install()?;
+    let (client, mut events) = context.connect(true).await?;
+    let result = run(&client, &mut events, args, stop).await;
+    client.close().await;
+    result
+}
+
+async fn run(
+    client: &ClientHandle,
+    events: &mut EventStream,
+    args: ChatArgs,
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let mut rooms = client.rooms().await?;
+    let initial = match &args.room {
+        Some(name) => {
+            let info = open_room(client, &rooms, name).await?;
+            let id = info.id;
+            rooms.retain(|room| room.id != id);
+            rooms.push(info);
+            Some(id)
+        }
+        None => None,
+    };
+    let mut state = AppState::new(
+        client.user().username.clone(),
+        client.server().address.to_string(),
+        local_time,
+    );
+    let effects = state.start(rooms, initial);
+    // Errors before this point print normally; from here the screen is the UI's.
+    let (mut terminal, guard) = TerminalGuard::enter().context("cannot set up the terminal")?;
+    let result = event_loop(&mut terminal, client, events, &mut state, effects, stop).await;
+    drop(guard);
+    result
+}
+
+/// The room `--room` names: joined already, or joined now (accepting an invitation).
+async fn open_room(
+    client: &ClientHandle,
+    rooms: &[RoomInfo],
+    name: &RoomName,
+) -> anyhow::Result<RoomInfo> {
+    let joined = rooms.iter().find(|room| {
+        room.membership == Membership::Joined && room.name.as_ref().is_some_and(|n| n.same_as(name))
+    });
+    match joined {
+        Some(room) => Ok(room.clone()),
+        None => Ok(client.join(name.clone()).await?),
+    }
+}
+
+fn local_time(timestamp: Timestamp) -> NaiveDateTime {
+    local(timestamp, &chrono::Local).naive_local()
+}
+
+async fn event_loop(
+    terminal: &mut ChatTerminal,
+    client: &ClientHandle,
+    events: &mut EventStream,
+    state: &mut AppState,
+    effects: Vec<Effect>,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
+    let mut keys = crossterm::event::EventStream::new();
+    let size = terminal.size()?;
+    state.on_resize(size.width, size.height);
+    perform(terminal, client, &outcomes_tx, effects)?;
+    while !state.quit {
+        terminal.draw(|frame| view::draw(frame, state))?;
+        let effects = tokio::select! {
+            event = next_terminal_event(&mut keys) => match event {
+                Some(Ok(event)) => state.on_terminal_event(event),
+                Some(Err(err)) => return Err(err).context("cannot read the terminal"),
+                None => break,
+            },
+            event = events.next() => match event {
+                Some(event) => {
+                    let mut effects = state.on_client_event(event);
+                    for _ in 0..EVENT_BATCH {
+                        let Some(event) = events.try_next() else { break };
+                        effects.extend(state.on_client_event(event));
+                    }
+                    effects
+                }
+                None => return Err(stopped(state)),
+            },
+            Some(outcome) = outcomes.recv() => state.on_outcome(outcome),
+            () = stop.wait() => break,
+        };
+        perform(terminal, client, &outcomes_tx, effects)?;
+    }
+    flush_pending(terminal, state, &mut outcomes).await
+}
+
+/// Why the client stopped, from the last connection state it reported.
+fn stopped(state: &AppState) -> anyhow::Error {
+    match &state.connection {
+        ConnectionState::Disconnected { reason } => anyhow::anyhow!("disconnected: {reason}"),
+        _ => anyhow::anyhow!("disconnected"),
+    }
+}
+
+/// Gives messages still being sent a moment to be acknowledged before leaving.
+async fn flush_pending(
+    terminal: &mut ChatTerminal,
+    state: &mut AppState,
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FLUSH_ON_EXIT;
+    while state.pending.iter().any(|pending| pending.acked.is_none()) {
+        state.status = Some(Status {
+            text: "sending before leaving...".to_owned(),
+            level: Level::Info,
+        });
+        terminal.draw(|frame| view::draw(frame, state))?;
+        tokio::select! {
+            Some(outcome) = outcomes.recv() => {
+                state.on_outcome(outcome);
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    Ok(())
+}
+
+async fn next_terminal_event(
+    keys: &mut crossterm::event::EventStream,
+) -> Option<std::io::Result<crossterm::event::Event>> {
+    std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *keys), cx)).await
+}
+
+/// Starts each request as a task whose outcome comes back on `outcomes`.
+fn perform(
+    terminal: &mut ChatTerminal,
+    client: &ClientHandle,
+    outcomes: &mpsc::UnboundedSender<Outcome>,
+    effects: Vec<Effect>,
+) -> anyhow::Result<()> {
+    for effect in effects {
+        if effect == Effect::ClearScreen {
+            terminal.clear()?;
+            continue;
+        }
+        let client = client.clone();
+        let outcomes = outcomes.clone();
+        tokio::spawn(async move {
+            let outcome = request(&client, effect).await;
+            // The loop has ended if nobody receives; the outcome no longer matters.
+            if let Some(outcome) = outcome {
+                let _ = outcomes.send(outcome);
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn request(client: &ClientHandle, effect: Effect) -> Option<Outcome> {
+    let text = |err: confide_client::ClientError| err.to_string();
+    let outcome = match effect {
+        Effect::Send {
+            pending,
+            target,
+            text: message,
+        } => Outcome::Sent {
+            pending,
+            result: client.send_text(target, &message).await.map_err(text),
+        },
+        Effect::History {
+            room,
+            before,
+            limit,
+        } => Outcome::History {
+            room,
+            result: client.history(room, before, limit).await.map_err(text),
+        },
+        Effect::Members { room } => Outcome::Members {
+            room,
+            result: client.members(room).await.map_err(text),
+        },
+        Effect::Join { name } => Outcome::Entered {
+            verb: "joined",
+            result: client.join(name).await.map_err(text),
+        },
+        Effect::Create { name, private } => Outcome::Entered {
+            verb: "created",
+            result: client.create_room(name, private).await.map_err(text),
+        },
+        Effect::Leave { room, tag } => Outcome::Done(
+            client
+                .leave(room)
+                .await
+                .map(|()| format!("left {tag}"))
+                .map_err(text),
+        ),
+        Effect::Moderate {
+            action,
+            room,
+            tag,
+            user,
+        } => {
+            let result = match action {
+                Moderation::Invite => client.invite(room, user.clone()).await,
+                Moderation::Kick => client.kick(room, user.clone()).await,
+                Moderation::Ban => client.ban(room, user.clone()).await,
+            };
+            let done = match action {
+                Moderation::Invite => format!("invited {user} to {tag}"),
+                Moderation::Kick => format!("kicked {user} from {tag}"),
+                Moderation::Ban => format!("banned {user} from {tag}"),
+            };
+            Outcome::Done(result.map(|()| done).map_err(text))
+        }
+        Effect::Rooms { show } => Outcome::Rooms {
+            show,
+            result: client.rooms().await.map_err(text),
+        },
+        Effect::ClearScreen => return None,
+    };
+    Some(outcome)
+}

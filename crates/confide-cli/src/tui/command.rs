@@ -1,0 +1,314 @@
+//! What the input line means: a message, or a slash command such as `/join dev`.
+//!
+//! Parsing is a pure function so that every command and every usage error is
+//! unit-tested. A line starting with `//` is a message starting with `/`. This module
+//! must not act on a command; [`super::state`] does.
+
+use confide_proto::{NameError, RoomName, UserName};
+
+/// What a submitted line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Nothing (the line was empty or blank).
+    Nothing,
+    /// A message for the current conversation.
+    Message(String),
+    /// A slash command.
+    Command(SlashCommand),
+}
+
+/// The slash commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlashCommand {
+    /// `/join [ROOM]`: join a room (without a name: accept the current invitation).
+    Join(Option<RoomName>),
+    /// `/create ROOM [private]`.
+    Create {
+        /// The room's name.
+        name: RoomName,
+        /// Invitation only.
+        private: bool,
+    },
+    /// `/leave`: leave the current room.
+    Leave,
+    /// `/invite USER` to the current room.
+    Invite(UserName),
+    /// `/kick USER` from the current room.
+    Kick(UserName),
+    /// `/ban USER` from the current room.
+    Ban(UserName),
+    /// `/msg USER TEXT`: send to the direct conversation and switch to it.
+    Msg {
+        /// The other user.
+        to: UserName,
+        /// The message.
+        text: String,
+    },
+    /// `/rooms`: list rooms, including public ones to join.
+    Rooms,
+    /// `/help`.
+    Help,
+    /// `/quit`.
+    Quit,
+}
+
+/// Why a line is not a valid command. Messages are for the status line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A command that does not exist.
+    #[error("unknown command /{0}; /help lists the commands")]
+    Unknown(String),
+    /// Missing or extra arguments.
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    /// A room or user name that breaks the naming rules.
+    #[error("invalid {what} name {name:?}: {source}")]
+    Name {
+        /// `room` or `user`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        source: NameError,
+    },
+}
+
+/// The lines `/help` shows.
+pub const HELP: &[&str] = &[
+    "Type a message and press Enter to send it to the current conversation.",
+    "",
+    "/join ROOM             join a room (/join alone accepts the current invitation)",
+    "/create ROOM [private] create a room that you own",
+    "/leave                 leave the current room",
+    "/invite USER           invite a user to the current room",
+    "/kick USER             remove a member (owner only)",
+    "/ban USER              remove a member and keep them out (owner only)",
+    "/msg USER TEXT         send to the conversation with USER and switch to it",
+    "/rooms                 list rooms, including public ones you can join",
+    "/help                  this help",
+    "/quit                  leave the chat (or Ctrl+C)",
+    "",
+    "Alt+Up/Alt+Down or Ctrl+P/Ctrl+N switch rooms; PageUp/PageDown scroll",
+    "(PageUp at the top loads older messages); Esc closes this window.",
+    "[--:--:--] marks a message not yet acknowledged by the server.",
+    "Start a message with // to send text that starts with /.",
+];
+
+const USAGE_JOIN: &str = "/join ROOM";
+const USAGE_CREATE: &str = "/create ROOM [private]";
+const USAGE_INVITE: &str = "/invite USER";
+const USAGE_KICK: &str = "/kick USER";
+const USAGE_BAN: &str = "/ban USER";
+const USAGE_MSG: &str = "/msg USER TEXT";
+
+/// Parses a submitted line.
+///
+/// # Errors
+/// A [`CommandError`] for an unknown command, wrong arguments or an invalid name.
+pub fn parse_input(line: &str) -> Result<Input, CommandError> {
+    if line.trim().is_empty() {
+        return Ok(Input::Nothing);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(Input::Message(line.to_owned()));
+    };
+    if rest.starts_with('/') {
+        return Ok(Input::Message(rest.to_owned()));
+    }
+    let (name, args) = match rest.split_once(char::is_whitespace) {
+        Some((name, args)) => (name, args.trim()),
+        None => (rest, ""),
+    };
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let command = match name.to_lowercase().as_str() {
+        "join" => match words[..] {
+            [] => SlashCommand::Join(None),
+            [room] => SlashCommand::Join(Some(room_name(room)?)),
+            _ => return Err(CommandError::Usage(USAGE_JOIN)),
+        },
+        "create" => match words[..] {
+            [room] => SlashCommand::Create {
+                name: room_name(room)?,
+                private: false,
+            },
+            [room, flag] if flag.eq_ignore_ascii_case("private") => SlashCommand::Create {
+                name: room_name(room)?,
+                private: true,
+            },
+            _ => return Err(CommandError::Usage(USAGE_CREATE)),
+        },
+        "leave" | "part" => no_arguments(&words, SlashCommand::Leave, "/leave")?,
+        "invite" => SlashCommand::Invite(one_user(&words, USAGE_INVITE)?),
+        "kick" => SlashCommand::Kick(one_user(&words, USAGE_KICK)?),
+        "ban" => SlashCommand::Ban(one_user(&words, USAGE_BAN)?),
+        "msg" => {
+            let Some((to, text)) = args.split_once(char::is_whitespace) else {
+                return Err(CommandError::Usage(USAGE_MSG));
+            };
+            let text = text.trim_start();
+            if text.trim().is_empty() {
+                return Err(CommandError::Usage(USAGE_MSG));
+            }
+            SlashCommand::Msg {
+                to: user_name(to)?,
+                text: text.to_owned(),
+            }
+        }
+        "rooms" => no_arguments(&words, SlashCommand::Rooms, "/rooms")?,
+        "help" => SlashCommand::Help,
+        "quit" | "exit" => SlashCommand::Quit,
+        _ => return Err(CommandError::Unknown(name.to_owned())),
+    };
+    Ok(Input::Command(command))
+}
+
+fn no_arguments(
+    words: &[&str],
+    command: SlashCommand,
+    usage: &'static str,
+) -> Result<SlashCommand, CommandError> {
+    if words.is_empty() {
+        Ok(command)
+    } else {
+        Err(CommandError::Usage(usage))
+    }
+}
+
+fn one_user(words: &[&str], usage: &'static str) -> Result<UserName, CommandError> {
+    match words {
+        [user] => user_name(user),
+        _ => Err(CommandError::Usage(usage)),
+    }
+}
+
+fn room_name(raw: &str) -> Result<RoomName, CommandError> {
+    // `#dev` is how rooms are shown, so accept it as input too.
+    let bare = raw.strip_prefix('#').unwrap_or(raw);
+    RoomName::parse(bare).map_err(|source| CommandError::Name {
+        what: "room",
+        name: raw.to_owned(),
+        source,
+    })
+}
+
+fn user_name(raw: &str) -> Result<UserName, CommandError> {
+    let bare = raw.strip_prefix('@').unwrap_or(raw);
+    UserName::parse(bare).map_err(|source| CommandError::Name {
+        what: "user",
+        name: raw.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(line: &str) -> SlashCommand {
+        match parse_input(line) {
+            Ok(Input::Command(command)) => command,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn user(name: &str) -> UserName {
+        UserName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn messages_and_blank_lines() {
+        assert_eq!(parse_input(""), Ok(Input::Nothing));
+        assert_eq!(parse_input("   "), Ok(Input::Nothing));
+        assert_eq!(
+            parse_input("hello  there "),
+            Ok(Input::Message("hello  there ".to_owned()))
+        );
+        assert_eq!(
+            parse_input(" /join dev"),
+            Ok(Input::Message(" /join dev".to_owned()))
+        );
+        assert_eq!(
+            parse_input("//shrug"),
+            Ok(Input::Message("/shrug".to_owned()))
+        );
+    }
+
+    #[test]
+    fn every_command() {
+        assert_eq!(command("/join dev"), SlashCommand::Join(Some(room("dev"))));
+        assert_eq!(command("/join #dev"), SlashCommand::Join(Some(room("dev"))));
+        assert_eq!(command("/join"), SlashCommand::Join(None));
+        assert_eq!(
+            command("/create ops"),
+            SlashCommand::Create {
+                name: room("ops"),
+                private: false
+            }
+        );
+        assert_eq!(
+            command("/create ops Private"),
+            SlashCommand::Create {
+                name: room("ops"),
+                private: true
+            }
+        );
+        assert_eq!(command("/leave"), SlashCommand::Leave);
+        assert_eq!(command("/invite bob"), SlashCommand::Invite(user("bob")));
+        assert_eq!(command("/kick @bob"), SlashCommand::Kick(user("bob")));
+        assert_eq!(command("/ban  bob "), SlashCommand::Ban(user("bob")));
+        assert_eq!(
+            command("/msg bob hi  there"),
+            SlashCommand::Msg {
+                to: user("bob"),
+                text: "hi  there".to_owned()
+            }
+        );
+        assert_eq!(command("/rooms"), SlashCommand::Rooms);
+        assert_eq!(command("/help"), SlashCommand::Help);
+        assert_eq!(command("/quit"), SlashCommand::Quit);
+        assert_eq!(command("/QUIT"), SlashCommand::Quit);
+    }
+
+    #[test]
+    fn usage_errors_say_what_to_type() {
+        for (line, usage) in [
+            ("/join a b", USAGE_JOIN),
+            ("/create", USAGE_CREATE),
+            ("/create ops public", USAGE_CREATE),
+            ("/invite", USAGE_INVITE),
+            ("/kick a b", USAGE_KICK),
+            ("/ban", USAGE_BAN),
+            ("/msg bob", USAGE_MSG),
+            ("/msg bob   ", USAGE_MSG),
+            ("/msg", USAGE_MSG),
+            ("/leave now", "/leave"),
+            ("/rooms all", "/rooms"),
+        ] {
+            assert_eq!(parse_input(line), Err(CommandError::Usage(usage)), "{line}");
+        }
+        assert_eq!(
+            parse_input("/frobnicate x").unwrap_err().to_string(),
+            "unknown command /frobnicate; /help lists the commands"
+        );
+        assert_eq!(
+            parse_input("/create ops private").map(|_| ()),
+            Ok(()),
+            "private is a flag, not a name"
+        );
+        let err = parse_input("/join bad/name").unwrap_err();
+        assert!(matches!(err, CommandError::Name { what: "room", .. }));
+        assert!(
+            err.to_string()
+                .starts_with("invalid room name \"bad/name\"")
+        );
+        assert!(matches!(
+            parse_input("/msg x hi"),
+            Err(CommandError::Name { what: "user", .. })
+        ));
+        assert_eq!(parse_input("/"), Err(CommandError::Unknown(String::new())));
+    }
+}

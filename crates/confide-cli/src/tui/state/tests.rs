@@ -1,0 +1,605 @@
+use super::*;
+use crate::tui::fixtures::*;
+use confide_client::HistoryPage;
+use confide_proto::MemberChange;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::time::Duration;
+
+/// Alice with the lobby, `#dev`, an invitation to `#secret` and a conversation with
+/// bob, started in the lobby.
+fn started() -> AppState {
+    let mut state = state();
+    state.start(vec![dev(), lobby(), direct(), secret()], None);
+    state
+}
+
+fn type_line(state: &mut AppState, text: &str) -> Vec<Effect> {
+    for ch in text.chars() {
+        assert!(state.on_action(Action::Insert(ch)).is_empty());
+    }
+    state.on_action(Action::Submit)
+}
+
+fn error_text(state: &AppState) -> String {
+    match &state.status {
+        Some(Status {
+            text,
+            level: Level::Error,
+        }) => text.clone(),
+        other => panic!("no error status: {other:?}"),
+    }
+}
+
+fn ack(room: u64, seq: u64) -> SentAck {
+    SentAck {
+        room: RoomId(room),
+        seq: Seq(seq),
+        timestamp: Timestamp(TS),
+    }
+}
+
+fn member_info(name: &str, online: bool) -> MemberInfo {
+    MemberInfo {
+        user: user(name),
+        owner: false,
+        online,
+    }
+}
+
+#[test]
+fn start_opens_the_lobby_and_fetches_what_it_shows() {
+    let mut state = state();
+    let effects = state.start(vec![dev(), lobby(), direct(), secret()], None);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(1)));
+    assert_eq!(
+        effects,
+        [
+            Effect::Members { room: RoomId(1) },
+            Effect::History {
+                room: RoomId(1),
+                before: None,
+                limit: HISTORY_PAGE
+            }
+        ]
+    );
+    let mut state = self::state();
+    let effects = state.start(vec![dev(), lobby()], Some(RoomId(4)));
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    assert_eq!(effects.len(), 2);
+    // An invitation shows no history and has no members to list.
+    let mut state = self::state();
+    assert!(state.start(vec![secret()], None).is_empty());
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(5)));
+    assert!(self::state().start(Vec::new(), None).is_empty());
+}
+
+#[test]
+fn a_message_is_pending_until_its_entry_arrives() {
+    let mut state = started();
+    let effects = type_line(&mut state, "hello");
+    assert_eq!(
+        effects,
+        [Effect::Send {
+            pending: 1,
+            target: Target::Room(RoomId(1)),
+            text: "hello".to_owned()
+        }]
+    );
+    assert!(state.input.is_empty());
+    assert_eq!(state.pending_in(RoomId(1)).count(), 1);
+    assert_eq!(state.pending_in(RoomId(4)).count(), 0);
+
+    // Acknowledged first: still shown (now with its time) until the entry comes.
+    state.on_outcome(Outcome::Sent {
+        pending: 1,
+        result: Ok(ack(1, 13)),
+    });
+    assert_eq!(state.pending[0].acked, Some(ack(1, 13)));
+    state.on_client_event(live(message(1, 13, TS, "alice", "hello")));
+    assert!(state.pending.is_empty());
+    assert_eq!(state.timeline.len(RoomId(1)), 1);
+
+    // The entry first: the acknowledgement then just drops the pending line.
+    type_line(&mut state, "again");
+    state.on_client_event(live(message(1, 14, TS, "alice", "again")));
+    assert_eq!(state.pending.len(), 1);
+    state.on_outcome(Outcome::Sent {
+        pending: 2,
+        result: Ok(ack(1, 14)),
+    });
+    assert!(state.pending.is_empty());
+    // An outcome for nothing pending changes nothing.
+    assert!(
+        state
+            .on_outcome(Outcome::Sent {
+                pending: 99,
+                result: Ok(ack(1, 15))
+            })
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_failed_send_says_why_and_gives_the_text_back() {
+    let mut state = started();
+    type_line(&mut state, "lost");
+    state.on_outcome(Outcome::Sent {
+        pending: 1,
+        result: Err("not a member: lobby".to_owned()),
+    });
+    assert!(state.pending.is_empty());
+    assert_eq!(error_text(&state), "not sent: not a member: lobby");
+    assert_eq!(state.input.take(), "lost");
+
+    // Not when it would now go elsewhere.
+    type_line(&mut state, "elsewhere");
+    state.on_action(Action::NextRoom);
+    state.on_outcome(Outcome::Sent {
+        pending: 2,
+        result: Err("timeout".to_owned()),
+    });
+    assert_eq!(error_text(&state), "not sent: timeout");
+    assert!(state.input.is_empty());
+
+    // A direct message comes back as the command, so Enter retries it.
+    type_line(&mut state, "/msg nobody hello");
+    state.on_outcome(Outcome::Sent {
+        pending: 3,
+        result: Err("no such user: nobody".to_owned()),
+    });
+    assert_eq!(state.input.as_str(), "/msg nobody hello");
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+}
+
+#[test]
+fn invitations_must_be_joined_before_writing() {
+    let mut state = started();
+    state.rooms.select(RoomId(5));
+    assert!(type_line(&mut state, "hi").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "you are invited to #secret; type /join to accept"
+    );
+    assert_eq!(state.input.as_str(), "hi", "the text is kept");
+    state.input.take();
+    assert_eq!(
+        type_line(&mut state, "/join"),
+        [Effect::Join {
+            name: RoomName::parse("secret").unwrap()
+        }]
+    );
+    // Accepting it opens the room and fetches its contents.
+    let mut joined = secret();
+    joined.membership = Membership::Joined;
+    let effects = state.on_outcome(Outcome::Entered {
+        verb: "joined",
+        result: Ok(joined),
+    });
+    assert_eq!(state.status.as_ref().unwrap().text, "joined #secret");
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(5)));
+    assert!(state.current().unwrap().is_joined());
+    assert!(effects.contains(&Effect::Members { room: RoomId(5) }));
+}
+
+#[test]
+fn slash_commands_become_requests_about_the_current_room() {
+    let mut state = started();
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    let bob = user("bob");
+    assert_eq!(
+        type_line(&mut state, "/join #ops"),
+        [Effect::Join {
+            name: RoomName::parse("ops").unwrap()
+        }]
+    );
+    assert_eq!(
+        type_line(&mut state, "/create ops private"),
+        [Effect::Create {
+            name: RoomName::parse("ops").unwrap(),
+            private: true
+        }]
+    );
+    assert_eq!(
+        type_line(&mut state, "/leave"),
+        [Effect::Leave {
+            room: RoomId(4),
+            tag: "#dev".to_owned()
+        }]
+    );
+    for (line, action) in [
+        ("/invite bob", Moderation::Invite),
+        ("/kick bob", Moderation::Kick),
+        ("/ban bob", Moderation::Ban),
+    ] {
+        assert_eq!(
+            type_line(&mut state, line),
+            [Effect::Moderate {
+                action,
+                room: RoomId(4),
+                tag: "#dev".to_owned(),
+                user: bob.clone()
+            }]
+        );
+    }
+    assert_eq!(
+        type_line(&mut state, "/rooms"),
+        [Effect::Rooms { show: true }]
+    );
+    assert!(type_line(&mut state, "/help").is_empty());
+    assert_eq!(state.overlay.as_ref().unwrap().title, "help");
+    // Esc closes the window first, then clears the status line.
+    state.status = Some(Status {
+        text: "x".to_owned(),
+        level: Level::Info,
+    });
+    state.on_action(Action::Dismiss);
+    assert!(state.overlay.is_none());
+    assert!(state.status.is_some());
+    state.on_action(Action::Dismiss);
+    assert!(state.status.is_none());
+
+    // Errors go to the status line, and the line stays for fixing.
+    assert!(type_line(&mut state, "/frob").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "unknown command /frob; /help lists the commands"
+    );
+    assert_eq!(state.input.take(), "/frob");
+    assert!(type_line(&mut state, "/join").is_empty());
+    assert_eq!(error_text(&state), "usage: /join ROOM");
+    state.rooms.select(RoomId(5));
+    assert!(type_line(&mut state, "/kick bob").is_empty());
+    assert_eq!(error_text(&state), "you are not a member of #secret");
+
+    assert!(type_line(&mut state, "/quit").is_empty());
+    assert!(state.quit);
+}
+
+#[test]
+fn request_outcomes_show_in_the_status_line() {
+    let mut state = started();
+    state.on_outcome(Outcome::Done(Ok("kicked bob from #dev".to_owned())));
+    assert_eq!(state.status.as_ref().unwrap().text, "kicked bob from #dev");
+    state.on_outcome(Outcome::Done(Err("forbidden: not the owner".to_owned())));
+    assert_eq!(error_text(&state), "forbidden: not the owner");
+    state.on_outcome(Outcome::Entered {
+        verb: "created",
+        result: Err("room exists: ops".to_owned()),
+    });
+    assert_eq!(error_text(&state), "room exists: ops");
+    state.on_outcome(Outcome::Members {
+        room: RoomId(1),
+        result: Err("timeout".to_owned()),
+    });
+    assert_eq!(error_text(&state), "cannot list members: timeout");
+
+    let listing = vec![lobby(), dev(), direct(), secret()];
+    state.on_outcome(Outcome::Rooms {
+        show: true,
+        result: Ok(listing),
+    });
+    let overlay = state.overlay.as_ref().unwrap();
+    assert_eq!(overlay.title, "rooms");
+    assert_eq!(overlay.lines.len(), 4);
+    assert!(overlay.lines[0].starts_with("#lobby"));
+}
+
+#[test]
+fn msg_opens_or_creates_the_direct_conversation() {
+    let mut state = started();
+    // An existing conversation: switch to it and send there.
+    let effects = type_line(&mut state, "/msg bob psst");
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(9)));
+    assert!(effects.contains(&Effect::Send {
+        pending: 1,
+        target: Target::Room(RoomId(9)),
+        text: "psst".to_owned()
+    }));
+
+    // A new one: send to the user; switch once the conversation exists.
+    let effects = type_line(&mut state, "/msg carol hello there");
+    assert_eq!(
+        effects,
+        [Effect::Send {
+            pending: 2,
+            target: Target::User("carol".to_owned()),
+            text: "hello there".to_owned()
+        }]
+    );
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(9)));
+    let carol = RoomInfo {
+        id: RoomId(12),
+        name: None,
+        kind: confide_proto::RoomKind::Direct {
+            peer: user("carol"),
+        },
+        owner: None,
+        membership: Membership::Joined,
+        last_seq: Seq(0),
+        member_count: 2,
+    };
+    state.on_client_event(ClientEvent::Room(carol.clone()));
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(12)));
+    assert_eq!(
+        state.pending_in(RoomId(12)).count(),
+        1,
+        "shown while pending"
+    );
+    state.on_outcome(Outcome::Sent {
+        pending: 2,
+        result: Ok(ack(12, 1)),
+    });
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(12)));
+
+    // The acknowledgement may come before the room event does.
+    let mut state = started();
+    type_line(&mut state, "/msg carol hi");
+    state.on_outcome(Outcome::Sent {
+        pending: 1,
+        result: Ok(ack(12, 1)),
+    });
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(1)));
+    state.on_client_event(ClientEvent::Room(carol));
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(12)));
+}
+
+#[test]
+fn switching_rooms_clears_unread_and_fetches_once() {
+    let mut state = started();
+    state.on_client_event(live(message(4, 7, TS, "bob", "in dev")));
+    state.on_client_event(live(message(4, 8, TS, "bob", "more")));
+    assert_eq!(state.rooms.get(RoomId(4)).unwrap().unread, 2);
+    let effects = state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    assert_eq!(state.rooms.get(RoomId(4)).unwrap().unread, 0);
+    assert_eq!(
+        effects,
+        [
+            Effect::Members { room: RoomId(4) },
+            Effect::History {
+                room: RoomId(4),
+                before: Some(Seq(7)),
+                limit: HISTORY_PAGE
+            }
+        ]
+    );
+    // Back and forth again while the requests are in flight: no duplicates.
+    state.on_action(Action::PreviousRoom);
+    assert!(state.on_action(Action::NextRoom).is_empty());
+    state.on_outcome(Outcome::Members {
+        room: RoomId(4),
+        result: Ok(vec![member_info("alice", true), member_info("bob", false)]),
+    });
+    state.on_outcome(Outcome::History {
+        room: RoomId(4),
+        result: Ok(HistoryPage {
+            entries: Vec::new(),
+            more: false,
+        }),
+    });
+    state.on_action(Action::PreviousRoom);
+    assert!(state.on_action(Action::NextRoom).is_empty(), "nothing left");
+    assert_eq!(state.presence.online(RoomId(4)).count(), 1);
+    // Wrapping around from the last room to the first.
+    state.on_action(Action::NextRoom);
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(9)));
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(1)));
+}
+
+fn fill(state: &mut AppState, room: u64, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        state.on_client_event(live(message(room, seq, TS, "bob", &format!("line {seq}"))));
+    }
+}
+
+#[test]
+fn page_up_scrolls_and_loads_older_history_at_the_top() {
+    let mut state = started();
+    // 100x20: the conversation shows 16 rows; 40 lines plus a day separator.
+    fill(&mut state, 1, 60..=99);
+    // The start asked for history already; let it answer with nothing new.
+    state.on_outcome(Outcome::History {
+        room: RoomId(1),
+        result: Ok(HistoryPage {
+            entries: Vec::new(),
+            more: true,
+        }),
+    });
+    assert!(state.on_action(Action::PageUp).is_empty());
+    assert_eq!(state.scroll, 15);
+    // Reaching the top (41 rows, 16 shown) asks for older entries.
+    assert_eq!(
+        state.on_action(Action::PageUp),
+        [Effect::History {
+            room: RoomId(1),
+            before: Some(Seq(60)),
+            limit: HISTORY_PAGE
+        }]
+    );
+    assert_eq!(state.scroll, 25);
+    assert!(state.loading_history(RoomId(1)));
+    assert!(
+        state.on_action(Action::PageUp).is_empty(),
+        "one request at a time"
+    );
+    let older: Vec<_> = (40..60)
+        .map(|seq| message(1, seq, TS, "carol", "older"))
+        .collect();
+    state.on_outcome(Outcome::History {
+        room: RoomId(1),
+        result: Ok(HistoryPage {
+            entries: older,
+            more: false,
+        }),
+    });
+    assert_eq!(state.timeline.len(RoomId(1)), 60);
+    assert_eq!(state.scroll, 25, "the view stays where it was");
+    assert!(state.on_action(Action::PageUp).is_empty());
+    assert_eq!(state.scroll, 40);
+    state.on_action(Action::PageUp);
+    assert_eq!(state.scroll, 45);
+    assert!(
+        state.on_action(Action::PageUp).is_empty(),
+        "the server said there is nothing older"
+    );
+    state.on_action(Action::PageDown);
+    assert_eq!(state.scroll, 30);
+    // New lines below do not move what is on screen.
+    fill(&mut state, 1, 100..=101);
+    assert_eq!(state.scroll, 32);
+    // Switching rooms returns to the newest line.
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.scroll, 0);
+    state.on_action(Action::PageDown);
+    assert_eq!(state.scroll, 0);
+}
+
+#[test]
+fn history_errors_show_and_allow_a_retry() {
+    let mut state = started();
+    state.on_outcome(Outcome::History {
+        room: RoomId(1),
+        result: Err("no answer to history after 60s".to_owned()),
+    });
+    assert_eq!(
+        error_text(&state),
+        "cannot load history: no answer to history after 60s"
+    );
+    assert!(!state.loading_history(RoomId(1)));
+    assert_eq!(state.on_action(Action::PageUp).len(), 1);
+}
+
+#[test]
+fn connection_events_update_the_status() {
+    let mut state = started();
+    state.on_outcome(Outcome::Members {
+        room: RoomId(1),
+        result: Ok(vec![member_info("alice", true)]),
+    });
+    assert!(state.syncing);
+    state.on_client_event(ClientEvent::SyncComplete);
+    assert!(!state.syncing);
+    state.on_client_event(ClientEvent::Connection(ConnectionState::Reconnecting {
+        attempt: 3,
+        retry_in: Duration::from_secs(2),
+    }));
+    assert!(matches!(
+        state.connection,
+        ConnectionState::Reconnecting { attempt: 3, .. }
+    ));
+    // Back: presence may have changed meanwhile, so the members are fetched again.
+    let effects = state.on_client_event(ClientEvent::Connection(ConnectionState::Connected));
+    assert_eq!(state.connection, ConnectionState::Connected);
+    assert!(state.syncing);
+    assert!(effects.contains(&Effect::Members { room: RoomId(1) }));
+    state.on_client_event(ClientEvent::Warning("3 entries were skipped".to_owned()));
+    assert_eq!(
+        state.status,
+        Some(Status {
+            text: "3 entries were skipped".to_owned(),
+            level: Level::Warning
+        })
+    );
+}
+
+#[test]
+fn room_events_add_invitations_and_removals_move_the_selection() {
+    let mut state = started();
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    let mut ops = named(
+        6,
+        "ops",
+        confide_proto::RoomKind::Private,
+        Membership::Invited,
+    );
+    state.on_client_event(ClientEvent::Room(ops.clone()));
+    assert!(state.rooms.get(RoomId(6)).unwrap().is_invitation());
+    assert_eq!(
+        state.status.as_ref().unwrap().text,
+        "you are invited to #ops; open it and type /join to accept"
+    );
+    ops.membership = Membership::None;
+    state.on_client_event(ClientEvent::Room(ops));
+    assert!(state.rooms.get(RoomId(6)).is_none());
+
+    state.on_client_event(live(member_entry(
+        4,
+        3,
+        "alice",
+        "alice",
+        MemberChange::Kicked,
+    )));
+    let mut gone = dev();
+    gone.membership = Membership::None;
+    let effects = state.on_client_event(ClientEvent::Room(gone));
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(1)));
+    assert_eq!(
+        state.status.as_ref().unwrap().text,
+        "you are no longer in #dev"
+    );
+    assert_eq!(state.timeline.len(RoomId(4)), 0);
+    assert!(
+        effects.is_empty(),
+        "the lobby's requests are still in flight"
+    );
+}
+
+#[test]
+fn entries_of_unknown_rooms_refresh_the_list_once() {
+    let mut state = started();
+    assert_eq!(
+        state.on_client_event(live(message(30, 1, TS, "bob", "?"))),
+        [Effect::Rooms { show: false }]
+    );
+    assert!(
+        state
+            .on_client_event(live(message(30, 2, TS, "bob", "?")))
+            .is_empty()
+    );
+    let mut listing = vec![lobby(), dev(), direct(), secret()];
+    listing.push(named(
+        30,
+        "new",
+        confide_proto::RoomKind::Public,
+        Membership::Joined,
+    ));
+    state.on_outcome(Outcome::Rooms {
+        show: false,
+        result: Ok(listing),
+    });
+    assert!(state.overlay.is_none());
+    assert!(state.rooms.get(RoomId(30)).is_some());
+    assert_eq!(
+        state.on_client_event(live(message(31, 1, TS, "bob", "?"))),
+        [Effect::Rooms { show: false }]
+    );
+}
+
+#[test]
+fn terminal_events_reach_the_state() {
+    let mut state = started();
+    state.on_terminal_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('h'),
+        KeyModifiers::NONE,
+    )));
+    state.on_terminal_event(Event::Paste("ey\r\nyou".to_owned()));
+    assert_eq!(state.input.as_str(), "hey\nyou");
+    state.on_terminal_event(Event::Resize(120, 40));
+    assert_eq!(state.size, (120, 40));
+    assert_eq!(
+        state.on_terminal_event(Event::Key(KeyEvent::new(
+            KeyCode::Char('l'),
+            KeyModifiers::CONTROL
+        ))),
+        [Effect::ClearScreen]
+    );
+    state.on_terminal_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    assert!(state.quit);
+}

@@ -1,0 +1,112 @@
+//! Pure view models shared by every front end: [`RoomList`], [`Timeline`] and
+//! [`Presence`].
+//!
+//! Each model is plain data that a front end updates with `apply(&ClientEvent)` for
+//! everything the [`crate::EventStream`] delivers, and with the answers to requests it
+//! made itself (a page of history, a member list). They hold what a screen shows, so
+//! the terminal UI and the desktop app draw the same state, and that state is tested
+//! without a terminal or a window.
+//!
+//! This module must not do I/O, read the clock, talk to the connection actor or depend
+//! on any UI library. Showing times in a time zone and text for people is the front
+//! end's job: the models keep server timestamps and decoded text.
+//!
+//! ```
+//! use confide_client::model::{RoomList, Timeline};
+//! use confide_client::ClientEvent;
+//! use confide_proto::UserName;
+//!
+//! # fn demo(events: Vec<ClientEvent>) -> Result<(), confide_proto::NameError> {
+//! let mut rooms = RoomList::new(UserName::parse("alice")?);
+//! let mut timeline = Timeline::new();
+//! for event in &events {
+//!     rooms.apply(event);
+//!     timeline.apply(event);
+//! }
+//! for room in rooms.rooms() {
+//!     println!("{} ({} unread)", room.label(), room.unread);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod presence;
+mod room_list;
+mod timeline;
+
+pub use presence::{MemberState, Presence};
+pub use room_list::{RoomList, RoomSummary};
+pub use timeline::{DEFAULT_CAPACITY, LineKind, Row, Timeline, TimelineLine};
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::event::ClientEvent;
+    use confide_proto::{
+        EntryKind, LogEntry, MemberChange, Membership, RoomId, RoomInfo, RoomKind, RoomName, Seq,
+        Timestamp, UserName,
+    };
+
+    /// 2026-11-23T21:19:56.123Z
+    pub const TS: i64 = 1_795_468_796_123;
+    pub const DAY: i64 = 86_400_000;
+
+    pub fn user(name: &str) -> UserName {
+        UserName::parse(name).unwrap()
+    }
+
+    pub fn room(id: u64, name: &str, kind: RoomKind, membership: Membership) -> RoomInfo {
+        RoomInfo {
+            id: RoomId(id),
+            name: match kind {
+                RoomKind::Direct { .. } => None,
+                _ => Some(RoomName::parse(name).unwrap()),
+            },
+            kind,
+            owner: None,
+            membership,
+            last_seq: Seq(0),
+            member_count: 1,
+        }
+    }
+
+    pub fn lobby() -> RoomInfo {
+        room(1, "lobby", RoomKind::Public, Membership::Joined)
+    }
+
+    pub fn direct(id: u64, peer: &str) -> RoomInfo {
+        room(
+            id,
+            "",
+            RoomKind::Direct { peer: user(peer) },
+            Membership::Joined,
+        )
+    }
+
+    pub fn message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> LogEntry {
+        LogEntry {
+            room: RoomId(room),
+            seq: Seq(seq),
+            timestamp: Timestamp(ts),
+            sender: user(sender),
+            kind: EntryKind::Message {
+                body: text.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    pub fn member(room: u64, seq: u64, by: &str, who: &str, change: MemberChange) -> LogEntry {
+        LogEntry {
+            room: RoomId(room),
+            seq: Seq(seq),
+            timestamp: Timestamp(TS),
+            sender: user(by),
+            kind: EntryKind::Member {
+                user: user(who),
+                change,
+            },
+        }
+    }
+
+    pub fn live(entry: LogEntry) -> ClientEvent {
+        ClientEvent::Entry { entry, live: true }
+    }
+}
