@@ -29,7 +29,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FP")]
     pub fingerprint: Option<Fingerprint>,
 
-    /// Print one JSON object per line (see JSON.md).
+    /// Print one JSON object per line (fields in the README, "JSON output").
     #[arg(long, global = true)]
     pub json: bool,
 

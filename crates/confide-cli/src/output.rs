@@ -1,7 +1,7 @@
 //! Turning client events and replies into lines for people or for programs.
 //!
 //! Pure functions only: they take the data and a time zone and return strings, so the
-//! exact output (the contract scripts rely on, see `JSON.md`) is unit-tested. Nothing
+//! exact output (the contract scripts rely on, see the README's "JSON output") is unit-tested. Nothing
 //! here prints, connects or reads the clock.
 
 pub mod human;

@@ -1,6 +1,6 @@
 //! Output for programs: one JSON object per line, each with a `"type"` field.
 //!
-//! The field names are a public contract documented in `JSON.md`; change them only by
+//! The field names are a public contract documented in the README's "JSON output" section; change them only by
 //! adding fields. Nothing here prints.
 
 use super::{Line, Place, RoomDirectory, place_of, utc};
