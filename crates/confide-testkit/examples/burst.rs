@@ -11,7 +11,10 @@ use std::time::Instant;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|arg| arg.parse()).collect::<Result<_, _>>()?;
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|arg| arg.parse())
+        .collect::<Result<_, _>>()?;
     let clients = args.first().copied().unwrap_or(10);
     let messages = args.get(1).copied().unwrap_or(1000);
     let bytes = args.get(2).copied().unwrap_or(200);
@@ -31,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
             let body = vec![b'x'; bytes];
             let mut ids = Vec::with_capacity(messages);
             for _ in 0..messages {
-                let request = Request::Send { target: Target::Room(lobby), nonce: random_nonce(), body: body.clone() };
+                let request = Request::Send {
+                    target: Target::Room(lobby),
+                    nonce: random_nonce(),
+                    body: body.clone(),
+                };
                 ids.push(client.send_request(request).await?);
             }
             for id in ids {
