@@ -20,4 +20,11 @@ fi
 echo "== cargo test"
 # Builds every binary first: the end-to-end tests drive confide-server and confide.
 cargo build --workspace --locked --bins
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line with the totals over every test binary (the last binary's own
+# summary is often the doc-tests of a crate without any).
+passed=$(grep -E '^test result:' "$log" | awk '{sum += $4} END {print sum + 0}')
+failed=$(grep -E '^test result:' "$log" | awk '{sum += $6} END {print sum + 0}')
+echo "tests: $passed passed, $failed failed"
