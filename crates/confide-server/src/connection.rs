@@ -30,6 +30,16 @@ mod requests;
 /// Bytes gathered into one write at most.
 const MAX_COALESCE: usize = 256 * 1024;
 
+/// A write buffer larger than this is released after use rather than kept.
+const KEEP_BATCH_CAPACITY: usize = 64 * 1024;
+
+/// Read buffer space reserved when nothing suggests more is coming.
+const SMALL_READ: usize = 512;
+
+/// Read buffer space reserved after a read filled the buffer (the client is sending a
+/// lot, so read in larger pieces).
+const LARGE_READ: usize = 32 * 1024;
+
 /// How long the writer keeps trying to deliver final frames to a closing peer.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -79,11 +89,13 @@ pub async fn serve(
         shared.events.record("connect", &[("conn", &conn), ("peer", &peer)]);
         let _ = stream.set_nodelay(true);
         let limits = &shared.config.limits;
-        let handshake = tokio::time::timeout(limits.handshake_timeout(), async {
+        // Boxed: the handshake's state is large and only needed briefly; inline, it would
+        // size every connection's task for the connection's whole life.
+        let handshake = Box::pin(tokio::time::timeout(limits.handshake_timeout(), async {
             let mut tls = acceptor.accept(stream).await.map_err(|err| format!("TLS handshake failed: {err}"))?;
             let version = hello(&mut tls, &shared).await?;
             Ok::<_, String>((tls, version))
-        });
+        }));
         let tls = tokio::select! {
             result = handshake => match result {
                 Ok(Ok((tls, version))) => {
@@ -139,7 +151,7 @@ pub async fn serve(
             End::Io(err) => tracing::debug!(cause = %err, "connection error"),
             End::PeerClosed => tracing::debug!("peer closed"),
         }
-        connection.leave().await;
+        Box::pin(connection.leave()).await;
         // Let the writer flush what is queued (the final error included), then stop;
         // a peer that does not read gets a short grace period, no more.
         kill.cancel();
@@ -207,7 +219,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut queue: mpsc::Receiver<Bytes>,
     kill: CancellationToken,
 ) {
-    let mut batch = BytesMut::with_capacity(16 * 1024);
+    // Allocated only when several frames are ready at once, and released again when it
+    // grew large, so an idle connection holds no write buffer.
+    let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -215,21 +229,27 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             () = kill.cancelled() => break,
         };
         let Some(first) = first else { break };
-        batch.extend_from_slice(&first);
-        while batch.len() < MAX_COALESCE {
-            match queue.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
+        let mut next = queue.try_recv().ok();
+        let written = if next.is_none() {
+            // The common case at chat rates: one frame, written as it is.
+            write_all_flush(&mut writer, &first).await
+        } else {
+            batch.extend_from_slice(&first);
+            while let Some(frame) = next.take() {
+                batch.extend_from_slice(&frame);
+                if batch.len() < MAX_COALESCE {
+                    next = queue.try_recv().ok();
+                }
             }
-        }
-        // A write to a peer that does not read blocks here; the connection task gives
-        // up on this writer after a grace period and aborts it.
-        let written = async {
-            writer.write_all(&batch).await?;
-            writer.flush().await
-        }
-        .await;
-        batch.clear();
+            // A write to a peer that does not read blocks here; the connection task
+            // gives up on this writer after a grace period and aborts it.
+            let written = write_all_flush(&mut writer, &batch).await;
+            batch.clear();
+            if batch.capacity() > KEEP_BATCH_CAPACITY {
+                batch = BytesMut::new();
+            }
+            written
+        };
         if written.is_err() {
             return;
         }
@@ -244,6 +264,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = writer.shutdown().await;
 }
 
+async fn write_all_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
 impl Connection {
     async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
@@ -253,7 +281,8 @@ impl Connection {
     ) -> End {
         let limits = self.shared.config.limits.clone();
         let decoder = FrameDecoder::new(limits.max_frame_bytes as usize);
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = BytesMut::new();
+        let mut read_size = SMALL_READ;
         let started = Instant::now();
         let mut requests =
             TokenBucket::new(limits.requests_per_second, limits.request_burst, started);
@@ -319,7 +348,9 @@ impl Connection {
                 }
                 violations = 0;
                 tracing::trace!(id = frame.id.0, kind = frame.request.kind(), "request");
-                self.handle(frame).await;
+                // Boxed for the same reason: an idle connection should not carry the
+                // state of the largest request handler.
+                Box::pin(self.handle(frame)).await;
                 if self.close_after_reply {
                     return End::PeerClosed;
                 }
@@ -332,7 +363,11 @@ impl Connection {
             } else {
                 tokio::time::Instant::from_std(started) + limits.login_timeout()
             };
-            buf.reserve(decoder.bytes_wanted(&buf).max(4096));
+            if buf.is_empty() && buf.capacity() > LARGE_READ {
+                // Release what a burst made the buffer grow to.
+                buf = BytesMut::new();
+            }
+            buf.reserve(decoder.bytes_wanted(&buf).max(read_size));
             tokio::select! {
                 () = kill.cancelled() => return End::TooSlow,
                 () = shutdown.cancelled() => return End::Shutdown,
@@ -342,7 +377,8 @@ impl Connection {
                 }
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::PeerClosed,
-                    Ok(_) => {}
+                    // A read that filled the buffer means more is waiting: read bigger.
+                    Ok(_) => read_size = if buf.capacity() == buf.len() { LARGE_READ } else { SMALL_READ },
                     Err(err) => return End::Io(err),
                 },
             }
