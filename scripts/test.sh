@@ -17,6 +17,9 @@ if cargo tree -p confide-proto -e normal --prefix none | grep -E '^(tokio|rustls
   exit 1
 fi
 
+echo "== build the benchmarks (not timed)"
+cargo build --workspace --benches --locked
+
 echo "== cargo test"
 # Builds every binary first: the end-to-end tests drive confide-server and confide.
 cargo build --workspace --locked --bins
