@@ -226,7 +226,8 @@ pub async fn spawn(
 ) -> Result<RoomHandle, StoreError> {
     let store = Arc::clone(&context.store);
     let id = record.id;
-    let loaded = tokio::task::spawn_blocking(move || load(store.as_ref(), id))
+    let owner = record.owner;
+    let loaded = tokio::task::spawn_blocking(move || load(store.as_ref(), id, owner))
         .await
         .map_err(|err| StoreError::Database(err.to_string()))??;
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -266,13 +267,11 @@ struct Loaded {
     nonces: Vec<crate::store::RecentNonce>,
 }
 
-fn load(store: &dyn Store, id: RoomId) -> Result<Loaded, StoreError> {
-    let record = store
-        .rooms()?
-        .into_iter()
-        .find(|room| room.id == id)
-        .ok_or_else(|| StoreError::Corrupt(format!("room {id} vanished")))?;
-    let owner_name = match record.owner {
+/// Reads a room's changing state. The record itself (name, kind, owner) never changes
+/// after creation, so the caller passes what it needs of it rather than have every
+/// room start-up scan the rooms table.
+fn load(store: &dyn Store, id: RoomId, owner: Option<UserId>) -> Result<Loaded, StoreError> {
+    let owner_name = match owner {
         Some(owner) => store.user_by_id(owner)?.map(|user| user.name),
         None => None,
     };
@@ -403,7 +402,8 @@ impl RoomActor {
             Notice::Reload => {
                 let store = Arc::clone(&self.context.store);
                 let id = self.record.id;
-                match tokio::task::spawn_blocking(move || load(store.as_ref(), id)).await {
+                let owner = self.record.owner;
+                match tokio::task::spawn_blocking(move || load(store.as_ref(), id, owner)).await {
                     Ok(Ok(loaded)) => self.apply(loaded),
                     Ok(Err(err)) => tracing::error!(room = %id, cause = %err, "cannot reload room"),
                     Err(err) => tracing::error!(room = %id, cause = %err, "cannot reload room"),

@@ -33,6 +33,9 @@ pub struct Shared {
     pub lobby: RoomId,
     /// Message rate per account, across all of its connections.
     pub account_rates: AccountRates,
+    /// Accounts by canonical name. Accounts are never renamed or deleted, so an entry
+    /// once found stays true; it saves a database read per message sent by user name.
+    pub user_cache: Mutex<HashMap<String, (UserId, confide_proto::UserName)>>,
     next_conn: AtomicU64,
 }
 
@@ -85,6 +88,9 @@ impl std::fmt::Debug for Shared {
 /// The registry of room actors.
 pub struct Rooms {
     map: Mutex<HashMap<RoomId, RoomHandle>>,
+    /// Direct conversations by their two users (lower id first); they never change
+    /// once created, so sending by user name needs no database read.
+    directs: Mutex<HashMap<(UserId, UserId), RoomId>>,
     /// Held while a room is created and its actor started, so that two requests for
     /// the same direct conversation never start two actors for one room.
     creating: tokio::sync::Mutex<()>,
@@ -163,6 +169,7 @@ impl Shared {
         };
         let rooms = Rooms {
             map: Mutex::new(HashMap::new()),
+            directs: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             context: context.clone(),
             tracker,
@@ -189,6 +196,7 @@ impl Shared {
             events,
             lobby,
             account_rates,
+            user_cache: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -207,9 +215,26 @@ impl Rooms {
     }
 
     async fn start(&self, record: RoomRecord) -> Result<RoomHandle, StoreError> {
+        let pair = record.direct;
         let handle = room::spawn(self.context.clone(), record, &self.tracker).await?;
         self.map().insert(handle.id, handle.clone());
+        if let Some(pair) = pair {
+            self.directs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(pair, handle.id);
+        }
         Ok(handle)
+    }
+
+    fn known_direct(&self, a: UserId, b: UserId) -> Option<RoomHandle> {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        let id = *self
+            .directs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&pair)?;
+        self.get(id)
     }
 
     /// The actor of a room.
@@ -278,6 +303,9 @@ impl Rooms {
     /// # Errors
     /// If it cannot be created.
     pub async fn direct(&self, a: UserId, b: UserId) -> Result<RoomHandle, ProtoError> {
+        if let Some(handle) = self.known_direct(a, b) {
+            return Ok(handle);
+        }
         let store = Arc::clone(&self.context.store);
         let existing = blocking(&store, move |store| store.direct_room(a, b)).await?;
         if let Some(record) = existing

@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Accounts remembered by name before the cache starts over (bounds its memory).
+const USER_CACHE_LIMIT: usize = 100_000;
+
 /// Most entries in one sync or history reply.
 const MAX_ENTRIES: usize = 1000;
 
@@ -208,14 +211,38 @@ impl Connection {
     async fn person(&self, raw: String) -> Result<Person, ProtoError> {
         let name = UserName::parse(&raw)
             .map_err(|_| error(ErrorCode::NoSuchUser, format!("no user named {raw:?}")))?;
+        let canonical = name.canonical();
+        let cached = self
+            .shared
+            .user_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&canonical)
+            .cloned();
+        if let Some((id, name)) = cached {
+            return Ok(Person { id, name });
+        }
         let lookup = name.clone();
         let record = blocking(&self.shared.store, move |store| store.user_by_name(&lookup)).await?;
-        record
-            .map(|record| Person {
-                id: record.id,
-                name: record.name,
-            })
-            .ok_or_else(|| error(ErrorCode::NoSuchUser, format!("no user named {name}")))
+        let Some(record) = record else {
+            return Err(error(
+                ErrorCode::NoSuchUser,
+                format!("no user named {name}"),
+            ));
+        };
+        let mut cache = self
+            .shared
+            .user_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= USER_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(canonical, (record.id, record.name.clone()));
+        Ok(Person {
+            id: record.id,
+            name: record.name,
+        })
     }
 
     async fn send(
