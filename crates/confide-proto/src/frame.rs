@@ -71,18 +71,15 @@ pub fn encode_frame<T: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.put_u32(0);
-    let mut writer = out.split_off(out.len());
-    let written = postcard::to_extend(value, VecLike(&mut writer));
-    if let Err(err) = written {
+    if let Err(err) = postcard::serialize_with_flavor(value, Appender(&mut *out)) {
         out.truncate(start);
         return Err(EncodeError::Serialize(err.to_string()));
     }
-    let len = writer.len();
+    let len = out.len() - start - HEADER_LEN;
     if len > max_len {
         out.truncate(start);
         return Err(EncodeError::TooLarge { len, max: max_len });
     }
-    out.unsplit(writer);
     // The payload length fits in u32 because it is at most `max_len`, which callers keep
     // far below 4 GiB; saturate rather than wrap if a caller does not.
     let header = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
@@ -90,22 +87,24 @@ pub fn encode_frame<T: Serialize>(
     Ok(())
 }
 
-/// Adapter so postcard can extend a `BytesMut` (it wants `Extend<u8>`).
-struct VecLike<'a>(&'a mut BytesMut);
+/// A postcard output that appends to a `BytesMut` a slice at a time.
+struct Appender<'a>(&'a mut BytesMut);
 
-impl Extend<u8> for VecLike<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        for byte in iter {
-            self.0.put_u8(byte);
-        }
+impl postcard::ser_flavors::Flavor for Appender<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
     }
-}
 
-impl<'a> Extend<&'a u8> for VecLike<'_> {
-    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, iter: I) {
-        for byte in iter {
-            self.0.put_u8(*byte);
-        }
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
