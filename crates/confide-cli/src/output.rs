@@ -125,6 +125,14 @@ pub(crate) mod fixtures {
     /// 2026-11-23T21:19:56.123Z
     pub const TS: i64 = 1_795_468_796_123;
 
+    /// A directory knowing the lobby and the direct conversation with bob.
+    pub fn directory() -> super::RoomDirectory {
+        let mut directory = super::RoomDirectory::new();
+        directory.insert(lobby());
+        directory.insert(direct());
+        directory
+    }
+
     pub fn user(name: &str) -> UserName {
         UserName::parse(name).unwrap()
     }

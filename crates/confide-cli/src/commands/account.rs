@@ -14,17 +14,7 @@ use confide_client::{Auth, ClientError};
 /// If the password cannot be read or the server refuses (for example `username taken`
 /// or `weak password`).
 pub async fn register(context: &Context, args: AccountArgs) -> anyhow::Result<()> {
-    let server = context.login_server()?;
-    let password = password::obtain(&args.user, true)?;
-    let auth = Auth::Register {
-        username: args.user,
-        password,
-    };
-    let (client, _events) = context.connect_as(server.clone(), auth, false).await?;
-    let username = client.user().username.clone();
-    client.close().await;
-    print_out(format!("logged in as {username} on {server}"))?;
-    Ok(())
+    start_session(context, args, true).await
 }
 
 /// `confide login --user NAME`.
@@ -33,11 +23,18 @@ pub async fn register(context: &Context, args: AccountArgs) -> anyhow::Result<()
 /// If the password cannot be read or the server refuses (`invalid credentials`,
 /// `rate limited`).
 pub async fn login(context: &Context, args: AccountArgs) -> anyhow::Result<()> {
+    start_session(context, args, false).await
+}
+
+/// Registers (asking for the password twice) or logs in, and stores the session.
+async fn start_session(context: &Context, args: AccountArgs, register: bool) -> anyhow::Result<()> {
     let server = context.login_server()?;
-    let password = password::obtain(&args.user, false)?;
-    let auth = Auth::Login {
-        username: args.user,
-        password,
+    let password = password::obtain(&args.user, register)?;
+    let username = args.user;
+    let auth = if register {
+        Auth::Register { username, password }
+    } else {
+        Auth::Login { username, password }
     };
     let (client, _events) = context.connect_as(server.clone(), auth, false).await?;
     let username = client.user().username.clone();

@@ -187,13 +187,6 @@ mod tests {
     use confide_proto::{RoomId, Seq};
     use std::time::Duration;
 
-    fn directory() -> RoomDirectory {
-        let mut directory = RoomDirectory::new();
-        directory.insert(lobby());
-        directory.insert(direct());
-        directory
-    }
-
     fn human(show_room: bool) -> Human<Utc> {
         Human { tz: Utc, show_room }
     }

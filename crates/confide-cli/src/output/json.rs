@@ -268,13 +268,6 @@ mod tests {
     use confide_proto::{MemberChange, Seq};
     use std::time::Duration;
 
-    fn directory() -> RoomDirectory {
-        let mut directory = RoomDirectory::new();
-        directory.insert(lobby());
-        directory.insert(direct());
-        directory
-    }
-
     #[test]
     fn message_objects() {
         assert_eq!(
