@@ -21,6 +21,7 @@ echo "== build the benchmarks (not timed)"
 cargo build --workspace --benches --locked
 
 echo "== cargo test"
+./scripts/python-venv.sh  # Python's Fernet, for confide-crypto's interop test
 # Builds every binary first: the end-to-end tests drive confide-server and confide.
 cargo build --workspace --locked --bins
 log="$(mktemp)"

@@ -322,6 +322,9 @@ impl Session {
                 .request(Request::CreateRoom {
                     name: name.to_owned(),
                     private: false,
+                    // No group is ever created, so the room relays the tool's plain
+                    // bodies as before.
+                    encryption: confide_proto::RoomEncryption::Mls,
                 })
                 .await?;
             match create {

@@ -62,6 +62,34 @@ pub enum Command {
     Room(RoomCommand),
     /// Interactive terminal UI: rooms, conversation, who is online (/help inside).
     Chat(ChatArgs),
+    /// Write a key file for a shared-key room, in the Fernet format of the original
+    /// programs (weaker than the default end-to-end encrypted rooms).
+    Keygen(KeygenArgs),
+    /// Show the safety number and emoji you share with a user, to compare with them in
+    /// person or over a channel you trust, and record that they matched.
+    Verify(VerifyArgs),
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Whom to verify.
+    #[arg(value_name = "USER")]
+    pub user: UserName,
+    /// Record that the numbers matched without asking.
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+/// `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key.
+    #[arg(long, default_value = "secret.key", value_name = "PATH")]
+    pub out: std::path::PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `register` and `login`.

@@ -8,6 +8,7 @@
 mod account;
 mod chat;
 mod history;
+mod keys;
 mod listen;
 mod rooms;
 mod send;
@@ -58,6 +59,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(args) => rooms::users(&context, args).await,
         Command::Room(command) => rooms::room(&context, command).await,
         Command::Chat(args) => chat::chat(&context, args).await,
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Verify(args) => keys::verify(&context, args).await,
     }
 }
 

@@ -146,6 +146,8 @@ pub(crate) mod fixtures {
             membership: Membership::Joined,
             last_seq: Seq(12),
             member_count: 3,
+            encryption: confide_proto::RoomEncryption::Mls,
+            epoch: None,
         }
     }
 
@@ -158,6 +160,8 @@ pub(crate) mod fixtures {
             membership: Membership::Joined,
             last_seq: Seq(2),
             member_count: 2,
+            encryption: confide_proto::RoomEncryption::Mls,
+            epoch: None,
         }
     }
 
@@ -167,6 +171,7 @@ pub(crate) mod fixtures {
             seq: Seq(seq),
             timestamp: Timestamp(ts),
             sender: user(sender),
+            device: None,
             kind: EntryKind::Message {
                 body: text.as_bytes().to_vec(),
             },
@@ -185,6 +190,7 @@ pub(crate) mod fixtures {
             seq: Seq(seq),
             timestamp: Timestamp(TS + 5000),
             sender: user(by),
+            device: None,
             kind: EntryKind::Member {
                 user: user(who),
                 change,

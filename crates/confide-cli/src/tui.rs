@@ -71,6 +71,8 @@ pub(crate) mod fixtures {
             membership,
             last_seq: confide_proto::Seq(0),
             member_count: 2,
+            encryption: confide_proto::RoomEncryption::Mls,
+            epoch: None,
         }
     }
 

@@ -482,6 +482,10 @@ impl Actor {
                 self.emit(ClientEvent::Room(info));
                 false
             }
+            // End-to-end encryption events are not handled by the client core yet.
+            Event::Welcome { .. } | Event::Ephemeral { .. } | Event::IdentityChanged { .. } => {
+                false
+            }
         }
     }
 

@@ -231,6 +231,7 @@ mod tests {
                 seq: Seq(seq),
                 timestamp: Timestamp(0),
                 sender: UserName::parse("bob").unwrap(),
+                device: None,
                 kind: EntryKind::Message { body: Vec::new() },
             },
             live: true,

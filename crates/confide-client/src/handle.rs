@@ -270,6 +270,7 @@ impl ClientHandle {
             Request::CreateRoom {
                 name: name.to_string(),
                 private,
+                encryption: confide_proto::RoomEncryption::Mls,
             },
         )
         .await

@@ -65,6 +65,8 @@ pub(crate) mod fixtures {
             membership,
             last_seq: Seq(0),
             member_count: 1,
+            encryption: confide_proto::RoomEncryption::Mls,
+            epoch: None,
         }
     }
 
@@ -87,6 +89,7 @@ pub(crate) mod fixtures {
             seq: Seq(seq),
             timestamp: Timestamp(ts),
             sender: user(sender),
+            device: None,
             kind: EntryKind::Message {
                 body: text.as_bytes().to_vec(),
             },
@@ -99,6 +102,7 @@ pub(crate) mod fixtures {
             seq: Seq(seq),
             timestamp: Timestamp(TS),
             sender: user(by),
+            device: None,
             kind: EntryKind::Member {
                 user: user(who),
                 change,

@@ -156,7 +156,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<(), Pro
 /// Writes `bytes` to a temporary file beside `path` (created with `mode`), flushes it
 /// to disk and renames it over `path`, so readers see the old or the new file, never a
 /// half-written one.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProfileError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProfileError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let write_error = |source| ProfileError::Write {
         path: path.to_owned(),

@@ -219,6 +219,7 @@ mod tests {
             seq: Seq(seq),
             timestamp: Timestamp(1_700_000_000_000 + seq as i64),
             sender: UserName::parse("alice").unwrap(),
+            device: None,
             kind: EntryKind::Message {
                 body: format!("m{seq}").into_bytes(),
             },

@@ -4,8 +4,8 @@
 use bytes::BytesMut;
 use confide_proto::frame::FrameDecoder;
 use confide_proto::{
-    ClientFrame, EntryKind, Event, LogEntry, MAX_FRAME_LEN, MessageNonce, Request, RequestId,
-    RoomId, Seq, ServerFrame, Target, Timestamp, UserName, encode_frame,
+    ClientFrame, DeviceId, EntryKind, Event, LogEntry, MAX_FRAME_LEN, MessageNonce, Request,
+    RequestId, RoomId, Seq, ServerFrame, Target, Timestamp, UserName, encode_frame,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -30,6 +30,7 @@ fn entry_frame() -> ServerFrame {
         seq: Seq(1_000_000),
         timestamp: Timestamp(1_795_468_796_123),
         sender: UserName::parse("alice").unwrap(),
+        device: Some(DeviceId(0x0123_4567_89ab_cdef)),
         kind: EntryKind::Message {
             body: vec![0xab; BODY],
         },

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes that open every client hello, so that a server can tell a Confide client from
 /// something else that happened to connect.
@@ -106,6 +106,7 @@ mod tests {
     #[test]
     fn version_mismatch_is_explained() {
         let mut hello = ClientHello::new("test");
+        hello.version = 1;
         assert_eq!(check_hello(&hello, 1, 1), Ok(1));
         hello.version = 2;
         let err = check_hello(&hello, 1, 1).unwrap_err();
@@ -123,7 +124,8 @@ mod tests {
     #[test]
     fn hello_encoding_is_frozen() {
         // The hello's bytes must never change across versions: pin them.
-        let hello = ClientHello::new("x");
+        let mut hello = ClientHello::new("x");
+        hello.version = 1;
         let bytes = postcard::to_allocvec(&hello).unwrap();
         assert_eq!(bytes, b"CONFIDE\0\x01\x01x");
     }

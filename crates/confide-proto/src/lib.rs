@@ -16,12 +16,17 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod e2e;
 pub mod frame;
 pub mod handshake;
 pub mod ids;
 pub mod message;
 pub mod names;
 
+pub use e2e::{
+    ClaimedKeyPackage, DeviceId, Epoch, IdentityBundle, PendingWelcome, RoomEncryption, WelcomeId,
+    WelcomeOut, WelcomeRecipient,
+};
 pub use frame::{DecodeError, FrameDecoder, decode_frame, encode_frame};
 pub use frame::{EncodeError, MAX_FRAME_LEN, decode_value};
 pub use handshake::{

@@ -8,6 +8,10 @@
 //! New variants are only ever appended, so that the position of each existing variant
 //! (its postcard discriminant) never changes within a protocol version.
 
+use crate::e2e::{
+    ClaimedKeyPackage, DeviceId, Epoch, IdentityBundle, PendingWelcome, RoomEncryption, WelcomeId,
+    WelcomeOut,
+};
 use crate::ids::{MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp, UserId};
 use crate::names::{RoomName, UserName};
 use serde::{Deserialize, Serialize};
@@ -112,6 +116,8 @@ pub enum Request {
         name: String,
         /// Private rooms can be joined only after an invitation.
         private: bool,
+        /// MLS, or a shared key for compatibility with the original programs.
+        encryption: RoomEncryption,
     },
     /// Join a public room, or a private room one was invited to. Replies [`Reply::Room`].
     Join {
@@ -153,12 +159,104 @@ pub enum Request {
     },
     /// Liveness check. Replies [`Reply::Pong`].
     Ping,
+    /// Say which device this connection belongs to, so that its messages and commits
+    /// carry it. Replies [`Reply::Ok`].
+    SetDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Publish the account's identity key and signed device list, replacing the
+    /// previous one. Replies [`Reply::Ok`]; users who share a room are told with
+    /// [`Event::IdentityChanged`].
+    PublishIdentity {
+        /// The bundle.
+        bundle: IdentityBundle,
+    },
+    /// A user's identity bundle. Replies [`Reply::Identity`].
+    FetchIdentity {
+        /// The user's name.
+        user: String,
+    },
+    /// Add one-time KeyPackages to a device's stock and replace its last-resort one.
+    /// With nothing to add, it just reports the stock. Replies [`Reply::KeyPackageStock`].
+    UploadKeyPackages {
+        /// The device they belong to.
+        device: DeviceId,
+        /// TLS-encoded KeyPackages, each handed out once.
+        one_time: Vec<Vec<u8>>,
+        /// A KeyPackage handed out when the one-time stock is empty.
+        last_resort: Option<Vec<u8>>,
+    },
+    /// Take one KeyPackage of each of a user's devices, to add them to a group.
+    /// Replies [`Reply::KeyPackages`]. Rate-limited.
+    ClaimKeyPackages {
+        /// The user's name.
+        user: String,
+    },
+    /// Record that the room's MLS group now exists at epoch 0, with its GroupInfo.
+    /// First one wins; later ones get [`ErrorCode::GroupExists`]. Replies
+    /// [`Reply::GroupInfo`].
+    InitGroup {
+        /// The room.
+        room: RoomId,
+        /// The TLS-encoded GroupInfo (with the ratchet tree) at epoch 0.
+        group_info: Vec<u8>,
+    },
+    /// Append an MLS commit to the room's log. Accepted only if `epoch` is the room's
+    /// current epoch (compare and swap); otherwise [`ErrorCode::StaleEpoch`] and the
+    /// client catches up from the log and tries again. Replies [`Reply::Committed`].
+    Commit {
+        /// The room.
+        room: RoomId,
+        /// The epoch the commit was made in.
+        epoch: Epoch,
+        /// The TLS-encoded commit (an MLS public message, or an external commit).
+        commit: Vec<u8>,
+        /// The GroupInfo of the new epoch (with the ratchet tree), kept for external
+        /// joins.
+        group_info: Vec<u8>,
+        /// A Welcome for the devices the commit adds, relayed until acknowledged.
+        welcome: Option<WelcomeOut>,
+    },
+    /// The latest GroupInfo of a room's group, to join it by an external commit.
+    /// Replies [`Reply::GroupInfo`].
+    FetchGroupInfo {
+        /// The room.
+        room: RoomId,
+    },
+    /// Welcomes waiting for this device. Replies [`Reply::Welcomes`].
+    FetchWelcomes {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device has processed a Welcome; the server forgets it. Replies [`Reply::Ok`].
+    AckWelcome {
+        /// The Welcome.
+        id: WelcomeId,
+        /// The device acknowledging it.
+        device: DeviceId,
+    },
+    /// Relay a message to the room's members who are online, without storing it (typing
+    /// indicators). Replies [`Reply::Ok`].
+    SendEphemeral {
+        /// The room.
+        room: RoomId,
+        /// Opaque to the server.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// The direct conversation with a user, created if needed, without sending anything.
+    /// Replies [`Reply::Room`].
+    OpenDirect {
+        /// The other user's name.
+        user: String,
+    },
 }
 
 impl Request {
     /// How many request variants this version knows; a discriminant at or above it is an
     /// unknown request type (from a newer client) rather than a malformed frame.
-    pub const KNOWN_VARIANTS: u32 = 17;
+    pub const KNOWN_VARIANTS: u32 = 29;
 
     /// A short name for logs (never includes any field value).
     #[must_use]
@@ -181,6 +279,18 @@ impl Request {
             Request::Ban { .. } => "ban",
             Request::Unban { .. } => "unban",
             Request::Ping => "ping",
+            Request::SetDevice { .. } => "set_device",
+            Request::PublishIdentity { .. } => "publish_identity",
+            Request::FetchIdentity { .. } => "fetch_identity",
+            Request::UploadKeyPackages { .. } => "upload_key_packages",
+            Request::ClaimKeyPackages { .. } => "claim_key_packages",
+            Request::InitGroup { .. } => "init_group",
+            Request::Commit { .. } => "commit",
+            Request::FetchGroupInfo { .. } => "fetch_group_info",
+            Request::FetchWelcomes { .. } => "fetch_welcomes",
+            Request::AckWelcome { .. } => "ack_welcome",
+            Request::SendEphemeral { .. } => "send_ephemeral",
+            Request::OpenDirect { .. } => "open_direct",
         }
     }
 }
@@ -252,6 +362,47 @@ pub enum Reply {
         /// Server time.
         timestamp: Timestamp,
     },
+    /// A user's identity bundle, or `None` if they never published one.
+    Identity {
+        /// The user.
+        user: UserName,
+        /// Their latest bundle.
+        bundle: Option<IdentityBundle>,
+    },
+    /// How many KeyPackages of the device the server still holds.
+    KeyPackageStock {
+        /// One-time packages not yet handed out.
+        one_time: u32,
+        /// Whether a last-resort package is stored.
+        last_resort: bool,
+    },
+    /// One KeyPackage per device of the user (devices without any are left out).
+    KeyPackages(Vec<ClaimedKeyPackage>),
+    /// The commit is stored in the room's log and the group moved to `epoch`.
+    Committed {
+        /// The room.
+        room: RoomId,
+        /// The commit's place in the log.
+        seq: Seq,
+        /// Server time of storage.
+        timestamp: Timestamp,
+        /// The group's new epoch.
+        epoch: Epoch,
+    },
+    /// The room's group's latest GroupInfo.
+    GroupInfo {
+        /// The room.
+        room: RoomId,
+        /// The group's current epoch.
+        epoch: Epoch,
+        /// The log position of the commit that started this epoch (0 for epoch 0).
+        seq: Seq,
+        /// The TLS-encoded GroupInfo with the ratchet tree.
+        #[serde(with = "serde_bytes")]
+        group_info: Vec<u8>,
+    },
+    /// Welcomes waiting for the device, oldest first.
+    Welcomes(Vec<PendingWelcome>),
 }
 
 /// What kind of room this is.
@@ -296,6 +447,11 @@ pub struct RoomInfo {
     pub last_seq: Seq,
     /// How many members it has.
     pub member_count: u32,
+    /// How its messages are protected.
+    pub encryption: RoomEncryption,
+    /// The MLS group's current epoch; `None` until its group is created (and always for
+    /// shared-key rooms).
+    pub epoch: Option<Epoch>,
 }
 
 impl RoomInfo {
@@ -332,6 +488,8 @@ pub struct LogEntry {
     pub timestamp: Timestamp,
     /// Who posted it (for membership changes: who made the change).
     pub sender: UserName,
+    /// The device it came from, when the connection named one.
+    pub device: Option<DeviceId>,
     /// What it is.
     pub kind: EntryKind,
 }
@@ -351,6 +509,14 @@ pub enum EntryKind {
         user: UserName,
         /// How.
         change: MemberChange,
+    },
+    /// An MLS commit, made in `epoch`; the group moves to the next epoch after it.
+    Commit {
+        /// The epoch it was made in.
+        epoch: Epoch,
+        /// The TLS-encoded commit.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
     },
 }
 
@@ -407,6 +573,31 @@ pub enum Event {
     /// The user's relation to a room changed (joined, invited, removed, or a direct
     /// conversation was started with them). Sent before any entry of a new room.
     Room(RoomInfo),
+    /// A Welcome for one of the user's devices (check the device; acknowledge it).
+    Welcome {
+        /// The device it is for.
+        device: DeviceId,
+        /// The Welcome.
+        welcome: PendingWelcome,
+    },
+    /// A message that is relayed but not stored (typing indicators).
+    Ephemeral {
+        /// The room.
+        room: RoomId,
+        /// Who sent it.
+        sender: UserName,
+        /// Their device, when known.
+        device: Option<DeviceId>,
+        /// Opaque to the server.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// A user who shares a room with the receiver published a new identity bundle
+    /// (new identity key or device list): fetch it and check it.
+    IdentityChanged {
+        /// The user.
+        user: UserName,
+    },
 }
 
 /// A failed request, or a connection-level error.
@@ -485,6 +676,18 @@ pub enum ErrorCode {
     Internal,
     /// A request argument is out of range.
     InvalidArgument,
+    /// The commit or message was made in an epoch that is not the group's current one.
+    StaleEpoch,
+    /// The room's MLS group already exists.
+    GroupExists,
+    /// The room has no MLS group yet (or is a shared-key room).
+    NoGroup,
+    /// The handshake message or ciphertext is not a valid MLS message for this group.
+    InvalidHandshake,
+    /// The user has no KeyPackages (no device set up for end-to-end encryption).
+    NoKeyPackages,
+    /// No such pending Welcome.
+    NoSuchWelcome,
 }
 
 impl fmt::Display for ErrorCode {
@@ -516,6 +719,12 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal error",
             ErrorCode::InvalidArgument => "invalid argument",
+            ErrorCode::StaleEpoch => "stale epoch",
+            ErrorCode::GroupExists => "group exists",
+            ErrorCode::NoGroup => "no group",
+            ErrorCode::InvalidHandshake => "invalid handshake message",
+            ErrorCode::NoKeyPackages => "no key packages",
+            ErrorCode::NoSuchWelcome => "no such welcome",
         };
         f.write_str(text)
     }

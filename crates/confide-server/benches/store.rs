@@ -1,10 +1,11 @@
 //! Store micro-benchmarks: appending batches of messages (one durable transaction per
 //! batch, as the persister does) and reading them back for sync, for SQLite and memory.
 
+use confide_proto::RoomEncryption;
 use confide_proto::{
     EntryKind, LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserName,
 };
-use confide_server::store::{Append, MemoryStore, NewRoom, SqliteStore, Store, StoredKind};
+use confide_server::store::{Append, MemoryStore, NewRoom, SqliteStore, Store, StoredKind, Write};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -40,6 +41,7 @@ fn fixture(sqlite: bool) -> Fixture {
                 kind: StoredKind::Public,
                 owner: None,
                 direct: None,
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(0),
         )
@@ -55,26 +57,28 @@ fn fixture(sqlite: bool) -> Fixture {
 }
 
 impl Fixture {
-    fn batch(&self, size: usize) -> Vec<Append> {
+    fn batch(&self, size: usize) -> Vec<Write> {
         (0..size)
             .map(|_| {
                 let seq = self.next_seq.get();
                 self.next_seq.set(seq + 1);
                 let mut nonce = [0u8; 16];
                 nonce[..8].copy_from_slice(&seq.to_le_bytes());
-                Append {
+                Write::Append(Append {
                     entry: LogEntry {
                         room: self.room,
                         seq: Seq(seq),
                         timestamp: Timestamp(seq as i64),
                         sender: UserName::parse("alice").unwrap(),
+                        device: None,
                         kind: EntryKind::Message {
                             body: vec![0xab; BODY],
                         },
                     },
                     nonce: Some((self.sender, MessageNonce(nonce))),
                     effect: None,
-                }
+                    group: None,
+                })
             })
             .collect()
     }
@@ -93,7 +97,7 @@ fn append(c: &mut Criterion) {
             group.bench_function(format!("batch of {size}"), |b| {
                 b.iter_batched(
                     || fixture.batch(size),
-                    |batch| fixture.store.append(black_box(&batch)).unwrap(),
+                    |batch| fixture.store.write(black_box(&batch)).unwrap(),
                     BatchSize::SmallInput,
                 );
             });
@@ -107,7 +111,7 @@ fn read(c: &mut Criterion) {
         let fixture = fixture(sqlite);
         for _ in 0..10 {
             let batch = fixture.batch(1000);
-            fixture.store.append(&batch).unwrap();
+            fixture.store.write(&batch).unwrap();
         }
         let mut group = c.benchmark_group(format!("read/{name}"));
         group.throughput(Throughput::Elements(500));

@@ -69,6 +69,13 @@ pub struct Limits {
     pub login_attempts_per_address: u32,
     /// The window for login limits, in seconds.
     pub login_window_secs: u64,
+    /// KeyPackage claims per minute one account may make, sustained (each claim takes
+    /// a one-time package of every device of the user claimed).
+    pub key_package_claims_per_minute: u32,
+    /// KeyPackage claims one account may make in a burst.
+    pub key_package_claim_burst: u32,
+    /// One-time KeyPackages the server holds per device at most.
+    pub key_packages_per_device: u32,
 }
 
 /// Argon2id cost parameters (see the argon2 crate).
@@ -115,6 +122,9 @@ impl Default for Limits {
             login_failures_per_account: 5,
             login_attempts_per_address: 30,
             login_window_secs: 60,
+            key_package_claims_per_minute: 60,
+            key_package_claim_burst: 20,
+            key_packages_per_device: 200,
         }
     }
 }

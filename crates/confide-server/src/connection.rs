@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use confide_proto::frame::{DecodeError, FrameDecoder};
 use confide_proto::handshake::{self, ServerHello, ServerHelloResult};
 use confide_proto::{
-    ClientFrame, ClientHello, ErrorCode, ProtoError, Request, ServerFrame, UserId, UserName,
+    ClientFrame, ClientHello, DeviceId, ErrorCode, ProtoError, Request, ServerFrame, UserId,
+    UserName,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+mod delivery;
 mod requests;
 
 /// Bytes gathered into one write at most.
@@ -61,6 +63,8 @@ pub struct Connection {
     peer: SocketAddr,
     out: Outbound,
     user: Option<LoggedIn>,
+    /// The device this connection said it belongs to (`SetDevice`).
+    device: Option<DeviceId>,
     inflight: Arc<Semaphore>,
     close_after_reply: bool,
 }
@@ -126,6 +130,7 @@ pub async fn serve(
             peer,
             out,
             user: None,
+            device: None,
             close_after_reply: false,
         };
         let end = connection.read_loop(reader, &kill, &shutdown).await;
@@ -187,8 +192,10 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     let hello: ClientHello =
         confide_proto::decode_value(&payload).map_err(|err| format!("bad hello: {err}"))?;
     let limits = &shared.config.limits;
-    let (answer, result) = match handshake::check_hello(&hello, 1, confide_proto::PROTOCOL_VERSION)
-    {
+    // Version 2 changed the shape of `RoomInfo`, `LogEntry` and `CreateRoom`, which a
+    // version 1 client could not decode; it is told to upgrade instead.
+    let version = confide_proto::PROTOCOL_VERSION;
+    let (answer, result) = match handshake::check_hello(&hello, version, version) {
         Ok(version) => (
             ServerHelloResult::Accepted(ServerHello {
                 version,
@@ -324,7 +331,11 @@ impl Connection {
                     }
                 };
                 let now = Instant::now();
-                let is_send = matches!(frame.request, Request::Send { .. });
+                // Ephemeral messages count as messages: they reach as many people.
+                let is_send = matches!(
+                    frame.request,
+                    Request::Send { .. } | Request::SendEphemeral { .. }
+                );
                 let account_ok = || match &self.user {
                     Some(user) => self.shared.account_rates.take(user.id, now),
                     None => true,

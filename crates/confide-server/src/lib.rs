@@ -83,12 +83,20 @@ pub async fn start(
         .context("cannot open the event log")?;
     let (persister, persist_thread) =
         persist::start(Arc::clone(&store)).context("cannot start the persister")?;
+    let last_welcome = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || store.last_welcome_id())
+            .await
+            .context("cannot read the store")?
+            .context("cannot read the store")?
+    };
     let room_tracker = TaskTracker::new();
     let context = RoomContext {
         store: Arc::clone(&store),
         sessions: Arc::default(),
         persister,
         shutdown: shutdown.child_token(),
+        welcome_ids: Arc::new(std::sync::atomic::AtomicU64::new(last_welcome.0)),
     };
     let room_shutdown = context.shutdown.clone();
     let shared = Arc::new(

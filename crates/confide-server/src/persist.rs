@@ -7,7 +7,8 @@
 //! thread keeps every room's entries in sequence order.
 
 use crate::outbound::{Outbound, encode};
-use crate::store::{Append, Effect, Store};
+use crate::store::{Effect, Store, Write};
+use bytes::Bytes;
 use confide_proto::{
     ErrorCode, Event, ProtoError, Reply, RequestId, RoomId, Seq, ServerFrame, Timestamp,
 };
@@ -34,6 +35,8 @@ pub enum Ack {
     },
     /// Anything else: complete the oneshot.
     Done(oneshot::Sender<Result<(), ProtoError>>),
+    /// Complete the oneshot with a reply prepared when the job was made.
+    Reply(oneshot::Sender<Result<Reply, ProtoError>>, Reply),
     /// Nobody is waiting.
     None,
 }
@@ -52,11 +55,13 @@ pub enum Notice {
 pub struct Job {
     /// What to store; `None` only acknowledges, after everything queued before it is
     /// stored (a resent message whose original is still in flight).
-    pub append: Option<Append>,
+    pub write: Option<Write>,
     /// Who receives the entry once stored.
     pub recipients: Arc<[Outbound]>,
     /// Additional receivers (a user who just joined or is being removed).
     pub extra: Vec<Outbound>,
+    /// Frames for particular connections once stored, after the entry (Welcomes).
+    pub pushes: Vec<(Outbound, Bytes)>,
     /// The acknowledgement; for a pure ack, the place the original was stored.
     pub ack: Ack,
     /// For a pure ack: where the original was stored.
@@ -97,7 +102,7 @@ pub fn start(
 
 fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut appends = Vec::with_capacity(MAX_BATCH);
+    let mut writes = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
@@ -107,31 +112,31 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
             }
         }
         for job in &mut jobs {
-            if let Some(append) = job.append.take() {
-                appends.push(append);
+            if let Some(write) = job.write.take() {
+                writes.push(write);
             }
         }
         let started = std::time::Instant::now();
-        match store.append(&appends) {
+        match store.write(&writes) {
             Ok(()) => {
                 tracing::trace!(
-                    entries = appends.len(),
+                    entries = writes.len(),
                     micros = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
-                let mut stored = appends.drain(..);
+                let mut stored = writes.drain(..);
                 for job in jobs.drain(..) {
-                    let append = if job.original.is_none() {
+                    let write = if job.original.is_none() {
                         stored.next()
                     } else {
                         None
                     };
-                    deliver(job, append);
+                    deliver(job, write);
                 }
             }
             Err(err) => {
-                tracing::error!(cause = %err, entries = appends.len(), "cannot store a batch");
-                appends.clear();
+                tracing::error!(cause = %err, entries = writes.len(), "cannot store a batch");
+                writes.clear();
                 for job in jobs.drain(..) {
                     fail(job, "the server could not store this; try again");
                 }
@@ -140,9 +145,9 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn deliver(job: Job, append: Option<Append>) {
+fn deliver(job: Job, write: Option<Write>) {
     let mut place = job.original;
-    if let Some(append) = append {
+    if let Some(Write::Append(append)) = write {
         let entry = append.entry;
         place = Some((entry.room, entry.seq, entry.timestamp));
         if let Some(effect) = append.effect {
@@ -153,6 +158,9 @@ fn deliver(job: Job, append: Option<Append>) {
                 out.push(frame.clone());
             }
         }
+    }
+    for (out, frame) in job.pushes {
+        out.push(frame);
     }
     match job.ack {
         Ack::Sent { out, id, permit } => {
@@ -173,6 +181,9 @@ fn deliver(job: Job, append: Option<Append>) {
         Ack::Done(reply) => {
             let _ = reply.send(Ok(()));
         }
+        Ack::Reply(tx, reply) => {
+            let _ = tx.send(Ok(reply));
+        }
         Ack::None => {}
     }
 }
@@ -188,6 +199,9 @@ fn fail(job: Job, why: &str) {
         }
         Ack::Done(reply) => {
             let _ = reply.send(Err(ProtoError::new(ErrorCode::Internal, why)));
+        }
+        Ack::Reply(tx, _) => {
+            let _ = tx.send(Err(ProtoError::new(ErrorCode::Internal, why)));
         }
         Ack::None => {}
     }

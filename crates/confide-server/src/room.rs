@@ -5,18 +5,28 @@
 //! assigned in one place and membership checks never race. The actor assigns numbers
 //! and hands entries to the persister; it never waits for a commit, so a room keeps
 //! accepting messages while earlier ones are being written.
+//!
+//! As the MLS delivery service, the actor also owns the room's group epoch: commits
+//! are accepted only for the current epoch (compare and swap, see `room::group`), so the
+//! first valid commit of an epoch wins. It reads only the public framing of MLS
+//! messages and never decrypts anything.
+
+mod group;
+
+pub use group::{CommitRequest, Ephemeral, ResolvedWelcome};
 
 use crate::outbound::{ConnId, Outbound, encode};
 use crate::persist::{Ack, Job, Notice, PersistHandle};
 use crate::sessions::Sessions;
-use crate::store::{Append, Effect, RoomRecord, Store, StoreError, StoredKind};
+use crate::store::{Append, Effect, GroupRecord, RoomRecord, Store, StoreError, StoredKind, Write};
 use confide_proto::{
-    EntryKind, ErrorCode, Event, LogEntry, MemberChange, MemberInfo, Membership, MessageNonce,
-    ProtoError, RequestId, RoomId, RoomInfo, RoomKind, Seq, ServerFrame, Timestamp, UserId,
-    UserName,
+    DeviceId, EntryKind, ErrorCode, Event, LogEntry, MemberChange, MemberInfo, Membership,
+    MessageNonce, ProtoError, Reply, RequestId, RoomId, RoomInfo, RoomKind, Seq, ServerFrame,
+    Timestamp, UserId, UserName,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +71,8 @@ pub enum Action {
 pub struct Post {
     /// Who sends it.
     pub sender: Person,
+    /// The device the sender's connection named, if any.
+    pub device: Option<DeviceId>,
     /// The sender's nonce.
     pub nonce: MessageNonce,
     /// Opaque bytes.
@@ -89,7 +101,15 @@ enum Command {
     Change(Person, Action, oneshot::Sender<Result<(), ProtoError>>),
     Members(UserId, oneshot::Sender<Result<Vec<MemberInfo>, ProtoError>>),
     View(UserId, oneshot::Sender<RoomView>),
+    InitGroup(Person, group::InitGroup, ReplyTx),
+    Commit(Box<CommitRequest>, ReplyTx),
+    GroupInfo(UserId, ReplyTx),
+    Ephemeral(Ephemeral, oneshot::Sender<Result<(), ProtoError>>),
+    Online(oneshot::Sender<Arc<[Outbound]>>),
 }
+
+/// Where a room sends the reply to a request it answers once stored.
+type ReplyTx = oneshot::Sender<Result<Reply, ProtoError>>;
 
 /// Talks to one room's actor.
 #[derive(Clone)]
@@ -179,6 +199,74 @@ impl RoomHandle {
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
+
+    /// Sends a command whose answer is a reply, and waits for it.
+    async fn ask(&self, command: impl FnOnce(ReplyTx) -> Command) -> Result<Reply, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(command(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Records that the room's group exists at epoch 0; returns once it is stored.
+    ///
+    /// # Errors
+    /// See `room::group`: `NotMember`, `NoGroup`, `GroupExists`, `InvalidHandshake`.
+    pub async fn init_group(
+        &self,
+        sender: Person,
+        group_info: Vec<u8>,
+        group_info_epoch: Result<u64, confide_crypto::ds::DsError>,
+    ) -> Result<Reply, ProtoError> {
+        let init = group::InitGroup {
+            group_info,
+            group_info_epoch,
+        };
+        self.ask(|reply| Command::InitGroup(sender, init, reply))
+            .await
+    }
+
+    /// Appends a commit if it was made in the current epoch; returns once it is stored.
+    ///
+    /// # Errors
+    /// See `room::group`: `StaleEpoch` when another commit won the epoch.
+    pub async fn commit(&self, commit: CommitRequest) -> Result<Reply, ProtoError> {
+        self.ask(|reply| Command::Commit(Box::new(commit), reply))
+            .await
+    }
+
+    /// The group's latest GroupInfo, for a member or an invited user.
+    ///
+    /// # Errors
+    /// `NotMember` or `NoGroup`.
+    pub async fn group_info(&self, asker: UserId) -> Result<Reply, ProtoError> {
+        self.ask(|reply| Command::GroupInfo(asker, reply)).await
+    }
+
+    /// Relays an ephemeral message to the members online, without storing it.
+    ///
+    /// # Errors
+    /// `NotMember` for a user who is not in the room.
+    pub async fn ephemeral(&self, ephemeral: Ephemeral) -> Result<(), ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ephemeral(ephemeral, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// The connections of the members who are online.
+    ///
+    /// # Errors
+    /// If the server is shutting down.
+    pub async fn online(&self) -> Result<Arc<[Outbound]>, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Online(reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
 }
 
 /// What every room actor shares.
@@ -192,6 +280,8 @@ pub struct RoomContext {
     pub persister: PersistHandle,
     /// Cancelled when the server stops.
     pub shutdown: CancellationToken,
+    /// The last Welcome id handed out, shared by all rooms (ids are server-wide).
+    pub welcome_ids: Arc<AtomicU64>,
 }
 
 struct Member {
@@ -211,6 +301,9 @@ struct RoomActor {
     recipients: Option<Arc<[Outbound]>>,
     nonces: HashMap<(UserId, MessageNonce), (Seq, Timestamp)>,
     nonce_order: VecDeque<(UserId, MessageNonce)>,
+    /// The MLS group as far as this actor has accepted commits (possibly ahead of the
+    /// store by the commits in flight, like `last_seq`).
+    group: Option<GroupRecord>,
     context: RoomContext,
     notices: mpsc::UnboundedSender<Notice>,
 }
@@ -249,6 +342,7 @@ pub async fn spawn(
         recipients: None,
         nonces: HashMap::new(),
         nonce_order: VecDeque::new(),
+        group: None,
         context,
         notices,
     };
@@ -265,6 +359,7 @@ struct Loaded {
     invited: HashSet<UserId>,
     banned: HashSet<UserId>,
     nonces: Vec<crate::store::RecentNonce>,
+    group: Option<GroupRecord>,
 }
 
 /// Reads a room's changing state. The record itself (name, kind, owner) never changes
@@ -297,6 +392,7 @@ fn load(store: &dyn Store, id: RoomId, owner: Option<UserId>) -> Result<Loaded, 
         invited: store.invites(id)?.into_iter().collect(),
         banned: store.bans(id)?.into_iter().collect(),
         nonces: store.recent_nonces(id, RECENT_NONCES)?,
+        group: store.group(id)?,
     })
 }
 
@@ -315,6 +411,7 @@ impl RoomActor {
         self.members = loaded.members;
         self.invited = loaded.invited;
         self.banned = loaded.banned;
+        self.group = loaded.group;
         self.nonces.clear();
         self.nonce_order.clear();
         // Oldest first, so the newest are evicted last.
@@ -376,7 +473,34 @@ impl RoomActor {
                     joined_seq: self.members.get(&viewer).map(|member| member.joined_seq),
                 });
             }
+            Command::InitGroup(sender, init, reply) => match self.init_group(&sender, init) {
+                Ok(job) => self.submit_reply(job, reply).await,
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Commit(commit, reply) => match self.commit(*commit) {
+                Ok(job) => self.submit_reply(job, reply).await,
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::GroupInfo(asker, reply) => {
+                let _ = reply.send(self.group_info(asker));
+            }
+            Command::Ephemeral(ephemeral, reply) => {
+                let _ = reply.send(self.ephemeral(ephemeral));
+            }
+            Command::Online(reply) => {
+                let _ = reply.send(self.recipients());
+            }
         }
+    }
+
+    /// Queues a job whose acknowledgement is a reply prepared by the actor.
+    async fn submit_reply(&mut self, (mut job, answer): (Job, Reply), reply: ReplyTx) {
+        job.ack = Ack::Reply(reply, answer);
+        self.context.persister.submit(job).await;
     }
 
     async fn on_notice(&mut self, notice: Notice) {
@@ -447,9 +571,10 @@ impl RoomActor {
 
     fn job(&mut self, append: Option<Append>, ack: Ack) -> Job {
         Job {
-            append,
+            write: append.map(Write::Append),
             recipients: self.recipients(),
             extra: Vec::new(),
+            pushes: Vec::new(),
             ack,
             original: None,
             notify: self.notices.clone(),
@@ -459,6 +584,7 @@ impl RoomActor {
     fn post(&mut self, post: Post) -> Option<Job> {
         let Post {
             sender,
+            device,
             nonce,
             body,
             out,
@@ -483,6 +609,13 @@ impl RoomActor {
             job.original = Some((self.record.id, seq, timestamp));
             return Some(job);
         }
+        if let Err(err) = self.check_application(&body) {
+            out.send(&ServerFrame::Response {
+                id,
+                result: Err(err),
+            });
+            return None;
+        }
         let (seq, timestamp) = self.next_place();
         self.remember(key, (seq, timestamp));
         let append = Append {
@@ -491,10 +624,12 @@ impl RoomActor {
                 seq,
                 timestamp,
                 sender: sender.name,
+                device,
                 kind: EntryKind::Message { body },
             },
             nonce: Some(key),
             effect: None,
+            group: None,
         };
         Some(self.job(Some(append), Ack::Sent { out, id, permit }))
     }
@@ -513,6 +648,7 @@ impl RoomActor {
                 seq,
                 timestamp,
                 sender: by.name.clone(),
+                device: None,
                 kind: EntryKind::Member {
                     user: subject.name.clone(),
                     change,
@@ -520,6 +656,7 @@ impl RoomActor {
             },
             nonce: None,
             effect: Some(effect),
+            group: None,
         }
     }
 
@@ -702,9 +839,10 @@ impl RoomActor {
             self.subscribe(out.clone());
         }
         Job {
-            append: Some(append),
+            write: Some(Write::Append(append)),
             recipients,
             extra: joiner,
+            pushes: Vec::new(),
             ack: Ack::None,
             original: None,
             notify: self.notices.clone(),
@@ -727,9 +865,10 @@ impl RoomActor {
             self.recipients = None;
         }
         Job {
-            append: Some(append),
+            write: Some(Write::Append(append)),
             recipients,
             extra: Vec::new(),
+            pushes: Vec::new(),
             ack: Ack::None,
             original: None,
             notify: self.notices.clone(),
@@ -822,6 +961,8 @@ impl RoomActor {
             membership,
             last_seq: self.last_seq,
             member_count: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+            encryption: self.record.encryption.clone(),
+            epoch: self.group.as_ref().map(|group| group.epoch),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::eventlog::EventLog;
 use crate::room::{self, Action, Person, RoomContext, RoomHandle};
 use crate::sessions::Sessions;
 use crate::store::{NewRoom, RoomRecord, Store, StoreError, StoredKind};
-use confide_proto::{ErrorCode, ProtoError, RoomId, RoomName, Timestamp, UserId};
+use confide_proto::{ErrorCode, ProtoError, RoomEncryption, RoomId, RoomName, Timestamp, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,8 @@ pub struct Shared {
     pub lobby: RoomId,
     /// Message rate per account, across all of its connections.
     pub account_rates: AccountRates,
+    /// KeyPackage claims per account, so that nobody drains another user's stock.
+    pub claim_rates: AccountRates,
     /// Accounts by canonical name. Accounts are never renamed or deleted, so an entry
     /// once found stays true; it saves a database read per message sent by user name.
     pub user_cache: Mutex<HashMap<String, (UserId, confide_proto::UserName)>>,
@@ -149,6 +151,10 @@ impl Shared {
             config.limits.account_messages_per_second,
             config.limits.account_message_burst,
         );
+        let claim_rates = AccountRates::new(
+            f64::from(config.limits.key_package_claims_per_minute) / 60.0,
+            f64::from(config.limits.key_package_claim_burst),
+        );
         let records = {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || -> Result<Vec<RoomRecord>, StoreError> {
@@ -159,6 +165,7 @@ impl Shared {
                             kind: StoredKind::Public,
                             owner: None,
                             direct: None,
+                            encryption: RoomEncryption::Mls,
                         },
                         now(),
                     )?;
@@ -196,6 +203,7 @@ impl Shared {
             events,
             lobby,
             account_rates,
+            claim_rates,
             user_cache: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
         })
@@ -264,6 +272,7 @@ impl Rooms {
         &self,
         name: RoomName,
         private: bool,
+        encryption: RoomEncryption,
         owner: Person,
     ) -> Result<RoomHandle, ProtoError> {
         let handle = {
@@ -277,6 +286,7 @@ impl Rooms {
                 },
                 owner: Some(owner.id),
                 direct: None,
+                encryption,
             };
             let store = Arc::clone(&self.context.store);
             let created = tokio::task::spawn_blocking(move || store.create_room(&new, now()))
@@ -324,6 +334,7 @@ impl Rooms {
                     kind: StoredKind::Direct,
                     owner: None,
                     direct: Some((a, b)),
+                    encryption: RoomEncryption::Mls,
                 },
                 now(),
             )

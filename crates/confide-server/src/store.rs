@@ -1,12 +1,16 @@
-//! Persistent state behind one trait: accounts, sessions, rooms, membership and each
-//! room's ordered log.
+//! Persistent state behind one trait: accounts, sessions, rooms, membership, each
+//! room's ordered log, and what the server keeps as the MLS delivery service (identity
+//! bundles, KeyPackages, each room's group epoch and GroupInfo, pending Welcomes).
 //!
 //! Two implementations share one test suite: [`SqliteStore`] (the default, a WAL-mode
 //! SQLite file with full fsync on commit) and [`MemoryStore`] (for tests and benchmarks).
-//! The store never interprets message bodies. Methods are blocking; async code calls
+//! The store never interprets message bodies or MLS bytes. Methods are blocking; async code calls
 //! them through `spawn_blocking`, and the log is written only by the persister thread.
 
-use confide_proto::{LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName};
+use confide_proto::{
+    ClaimedKeyPackage, DeviceId, Epoch, IdentityBundle, LogEntry, MessageNonce, PendingWelcome,
+    RoomEncryption, RoomId, RoomName, Seq, Timestamp, UserId, UserName, WelcomeId,
+};
 
 mod memory;
 mod sqlite;
@@ -29,6 +33,9 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Storing this would exceed a limit (nothing was stored).
+    #[error("limit of {0} reached")]
+    Limit(usize),
 }
 
 /// An account.
@@ -66,6 +73,8 @@ pub struct RoomRecord {
     pub owner: Option<UserId>,
     /// For direct conversations, the two users, lower id first.
     pub direct: Option<(UserId, UserId)>,
+    /// How its messages are protected (never changes).
+    pub encryption: RoomEncryption,
 }
 
 /// A member of a room.
@@ -103,6 +112,73 @@ pub struct Append {
     pub nonce: Option<(UserId, MessageNonce)>,
     /// For membership changes, what to change.
     pub effect: Option<Effect>,
+    /// For MLS commits, the group's new state and the Welcomes the commit sends.
+    pub group: Option<GroupUpdate>,
+}
+
+/// What an MLS commit changes, stored with its log entry.
+#[derive(Debug, Clone)]
+pub struct GroupUpdate {
+    /// The epoch the group moves to.
+    pub epoch: Epoch,
+    /// The GroupInfo of that epoch.
+    pub group_info: Vec<u8>,
+    /// The Welcome for the devices the commit adds.
+    pub welcome: Option<WelcomeBatch>,
+}
+
+/// One Welcome and the devices it waits for, each under its own id.
+#[derive(Debug, Clone)]
+pub struct WelcomeBatch {
+    /// The TLS-encoded MLS Welcome, the same for every recipient.
+    pub data: Vec<u8>,
+    /// Who receives it.
+    pub recipients: Vec<WelcomeFor>,
+}
+
+/// One recipient device of a Welcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WelcomeFor {
+    /// The id it is acknowledged with (assigned by the room actor).
+    pub id: WelcomeId,
+    /// The user.
+    pub user: UserId,
+    /// Their device.
+    pub device: DeviceId,
+}
+
+/// One durable change, applied by [`Store::write`] in order.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Append an entry to a room's log, with what it changes.
+    Append(Append),
+    /// Record that a room's MLS group exists at epoch 0.
+    InitGroup {
+        /// The room.
+        room: RoomId,
+        /// The GroupInfo at epoch 0.
+        group_info: Vec<u8>,
+    },
+}
+
+/// A room's MLS group as the delivery service knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The latest GroupInfo.
+    pub group_info: Vec<u8>,
+    /// The log position of the commit that started the epoch (0 for epoch 0).
+    pub seq: Seq,
+}
+
+/// How many KeyPackages the server holds for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPackageStock {
+    /// One-time packages not yet handed out.
+    pub one_time: usize,
+    /// Whether a last-resort package is stored.
+    pub last_resort: bool,
 }
 
 /// Where an earlier message with a given nonce was stored.
@@ -127,6 +203,8 @@ pub struct NewRoom {
     pub owner: Option<UserId>,
     /// For direct conversations, the two users; both become members from the start.
     pub direct: Option<(UserId, UserId)>,
+    /// How its messages are protected.
+    pub encryption: RoomEncryption,
 }
 
 /// A remembered message nonce: who sent it with which nonce, and where it was stored.
@@ -186,9 +264,10 @@ pub trait Store: Send + Sync + 'static {
     /// Users banned from a room.
     fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
 
-    /// Appends entries to their rooms' logs and applies their effects, all in one
-    /// durable transaction: when this returns `Ok`, everything is on disk.
-    fn append(&self, batch: &[Append]) -> Result<(), StoreError>;
+    /// Applies writes in order (appending entries to their rooms' logs with their
+    /// effects, creating groups), all in one durable transaction: when this returns
+    /// `Ok`, everything is on disk; on an error, nothing changed.
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError>;
     /// Up to `limit` entries of a room with sequence numbers above `after`, oldest first.
     fn entries_after(
         &self,
@@ -215,6 +294,51 @@ pub trait Store: Send + Sync + 'static {
     /// The newest message nonces of a room (up to `limit`), newest first, so a restarted
     /// server still recognises a resent message.
     fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError>;
+
+    /// A room's MLS group, if it was created.
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// Stores a user's identity bundle, replacing the previous one.
+    fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError>;
+    /// A user's identity bundle, if they published one.
+    fn identity(&self, user: UserId) -> Result<Option<IdentityBundle>, StoreError>;
+
+    /// Adds one-time KeyPackages to a device's stock and, if given, replaces its
+    /// last-resort package; returns the new stock.
+    ///
+    /// # Errors
+    /// [`StoreError::Limit`] if the device would hold more than `max_one_time` one-time
+    /// packages; nothing is stored then.
+    fn add_key_packages(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_one_time: usize,
+    ) -> Result<KeyPackageStock, StoreError>;
+    /// How many KeyPackages a device has.
+    fn key_package_stock(
+        &self,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<KeyPackageStock, StoreError>;
+    /// Takes one KeyPackage of each device of a user, in one transaction: the oldest
+    /// one-time package, which is deleted so it is never handed out again, or else the
+    /// last-resort package, which is kept. Devices without any are left out.
+    fn claim_key_packages(&self, user: UserId) -> Result<Vec<ClaimedKeyPackage>, StoreError>;
+
+    /// The highest Welcome id ever assigned (0 if none), so new ids continue after it.
+    fn last_welcome_id(&self) -> Result<WelcomeId, StoreError>;
+    /// Welcomes waiting for a user's device, oldest first.
+    fn welcomes(&self, user: UserId, device: DeviceId) -> Result<Vec<PendingWelcome>, StoreError>;
+    /// Forgets a Welcome of a user's device; false if there was no such Welcome.
+    fn delete_welcome(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        id: WelcomeId,
+    ) -> Result<bool, StoreError>;
 
     /// Flushes whatever can be flushed before the process exits.
     fn close(&self) -> Result<(), StoreError>;

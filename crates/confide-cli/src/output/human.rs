@@ -44,6 +44,10 @@ where
                 "{prefix}[{time}] * {}",
                 member_change(&entry.sender.to_string(), &user.to_string(), *change)
             ),
+            EntryKind::Commit { epoch, .. } => format!(
+                "{prefix}[{time}] * {} updated the room's encryption (epoch {epoch})",
+                entry.sender
+            ),
         }
     }
 

@@ -44,6 +44,21 @@ struct Member<'a> {
     live: bool,
 }
 
+/// An MLS commit (the room's encryption group moved to the next epoch).
+#[derive(Serialize)]
+struct Commit<'a> {
+    #[serde(rename = "type")]
+    tag: &'static str,
+    room: &'a str,
+    room_id: u64,
+    seq: u64,
+    ts: String,
+    ts_ms: i64,
+    epoch: u64,
+    by: String,
+    live: bool,
+}
+
 #[derive(Serialize)]
 struct Presence<'a> {
     #[serde(rename = "type")]
@@ -147,6 +162,17 @@ pub fn entry(directory: &RoomDirectory, entry: &LogEntry, live: bool) -> String 
             ts_ms: entry.timestamp.0,
             user: user.to_string(),
             change: change.as_str(),
+            by: entry.sender.to_string(),
+            live,
+        }),
+        EntryKind::Commit { epoch, .. } => to_line(&Commit {
+            tag: "commit",
+            room: &place.label,
+            room_id: entry.room.0,
+            seq: entry.seq.0,
+            ts: rfc3339(entry.timestamp),
+            ts_ms: entry.timestamp.0,
+            epoch: epoch.0,
             by: entry.sender.to_string(),
             live,
         }),

@@ -220,6 +220,12 @@ pub(crate) fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Members(_) => "members",
         Reply::Room(_) => "room",
         Reply::Pong { .. } => "pong",
+        Reply::Identity { .. } => "identity",
+        Reply::KeyPackageStock { .. } => "key_package_stock",
+        Reply::KeyPackages(_) => "key_packages",
+        Reply::Committed { .. } => "committed",
+        Reply::GroupInfo { .. } => "group_info",
+        Reply::Welcomes(_) => "welcomes",
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::body;
 use crate::event::ClientEvent;
 use confide_proto::{
-    EntryKind, LogEntry, MemberChange, Membership, RoomId, Seq, Timestamp, UserName,
+    EntryKind, Epoch, LogEntry, MemberChange, Membership, RoomId, Seq, Timestamp, UserName,
 };
 use std::collections::{HashMap, VecDeque};
 
@@ -48,6 +48,11 @@ pub enum LineKind {
         /// How.
         change: MemberChange,
     },
+    /// An MLS commit: the room's encryption group moved to the next epoch.
+    Commit {
+        /// The epoch the commit was made in.
+        epoch: Epoch,
+    },
 }
 
 /// One row to draw, from [`Timeline::rows`].
@@ -71,6 +76,7 @@ impl TimelineLine {
                 user: user.clone(),
                 change: *change,
             },
+            EntryKind::Commit { epoch, .. } => LineKind::Commit { epoch: *epoch },
         };
         TimelineLine {
             seq: entry.seq,

@@ -1,4 +1,7 @@
 use super::*;
+use crate::e2e::{
+    DeviceId, Epoch, IdentityBundle, RoomEncryption, WelcomeId, WelcomeOut, WelcomeRecipient,
+};
 use crate::ids::{MessageNonce, Password, RoomId, Seq, SessionToken, Timestamp, UserId};
 use crate::message::{
     EntryKind, ErrorCode, Event, LogEntry, MemberChange, Membership, ProtoError, Reply, RoomInfo,
@@ -107,8 +110,11 @@ fn unknown_request_type_keeps_its_id() {
 
 #[test]
 fn the_last_request_variant_matches_known_variants() {
-    // Ping is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
-    let bytes = postcard::to_allocvec(&Request::Ping).unwrap();
+    // OpenDirect is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
+    let bytes = postcard::to_allocvec(&Request::OpenDirect {
+        user: String::new(),
+    })
+    .unwrap();
     assert_eq!(u32::from(bytes[0]), Request::KNOWN_VARIANTS - 1);
 }
 
@@ -193,8 +199,13 @@ fn request() -> impl Strategy<Value = Request> {
             }),
         Just(Request::ListRooms),
         any::<u64>().prop_map(|room| Request::Members { room: RoomId(room) }),
-        (".{0,70}", any::<bool>())
-            .prop_map(|(name, private)| Request::CreateRoom { name, private }),
+        (".{0,70}", any::<bool>(), encryption()).prop_map(|(name, private, encryption)| {
+            Request::CreateRoom {
+                name,
+                private,
+                encryption,
+            }
+        }),
         ".{0,70}".prop_map(|name| Request::Join { name }),
         any::<u64>().prop_map(|room| Request::Leave { room: RoomId(room) }),
         (any::<u64>(), ".{0,40}").prop_map(|(room, user)| Request::Invite {
@@ -214,6 +225,92 @@ fn request() -> impl Strategy<Value = Request> {
             user
         }),
         Just(Request::Ping),
+        e2e_request(),
+    ]
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+fn encryption() -> impl Strategy<Value = RoomEncryption> {
+    prop_oneof![
+        Just(RoomEncryption::Mls),
+        proptest::option::of(any::<[u8; 16]>()).prop_map(|salt| RoomEncryption::SharedKey { salt }),
+    ]
+}
+
+fn e2e_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        any::<u64>().prop_map(|d| Request::SetDevice {
+            device: DeviceId(d)
+        }),
+        (bytes(64), bytes(256), bytes(64)).prop_map(|(identity_key, device_list, signature)| {
+            Request::PublishIdentity {
+                bundle: IdentityBundle {
+                    identity_key,
+                    device_list,
+                    signature,
+                },
+            }
+        }),
+        ".{0,40}".prop_map(|user| Request::FetchIdentity { user }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(bytes(300), 0..4),
+            proptest::option::of(bytes(300))
+        )
+            .prop_map(|(d, one_time, last_resort)| Request::UploadKeyPackages {
+                device: DeviceId(d),
+                one_time,
+                last_resort
+            }),
+        ".{0,40}".prop_map(|user| Request::ClaimKeyPackages { user }),
+        (any::<u64>(), bytes(512)).prop_map(|(room, group_info)| Request::InitGroup {
+            room: RoomId(room),
+            group_info
+        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            bytes(512),
+            bytes(512),
+            proptest::option::of((
+                proptest::collection::vec((".{0,40}", any::<u64>()), 0..4),
+                bytes(512)
+            ))
+        )
+            .prop_map(
+                |(room, epoch, commit, group_info, welcome)| Request::Commit {
+                    room: RoomId(room),
+                    epoch: Epoch(epoch),
+                    commit,
+                    group_info,
+                    welcome: welcome.map(|(recipients, data)| WelcomeOut {
+                        recipients: recipients
+                            .into_iter()
+                            .map(|(user, d)| WelcomeRecipient {
+                                user,
+                                device: DeviceId(d)
+                            })
+                            .collect(),
+                        data
+                    })
+                }
+            ),
+        any::<u64>().prop_map(|room| Request::FetchGroupInfo { room: RoomId(room) }),
+        any::<u64>().prop_map(|d| Request::FetchWelcomes {
+            device: DeviceId(d)
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(id, d)| Request::AckWelcome {
+            id: WelcomeId(id),
+            device: DeviceId(d)
+        }),
+        (any::<u64>(), bytes(128)).prop_map(|(room, body)| Request::SendEphemeral {
+            room: RoomId(room),
+            body
+        }),
+        ".{0,40}".prop_map(|user| Request::OpenDirect { user }),
     ]
 }
 
@@ -232,16 +329,27 @@ fn entry() -> impl Strategy<Value = LogEntry> {
                 MemberChange::Unbanned
             ][change]
         }),
+        (any::<u64>(), bytes(512)).prop_map(|(epoch, data)| EntryKind::Commit {
+            epoch: Epoch(epoch),
+            data
+        }),
     ];
-    (any::<u64>(), any::<u64>(), any::<i64>(), user_name(), kind).prop_map(
-        |(room, seq, timestamp, sender, kind)| LogEntry {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<i64>(),
+        user_name(),
+        proptest::option::of(any::<u64>()),
+        kind,
+    )
+        .prop_map(|(room, seq, timestamp, sender, device, kind)| LogEntry {
             room: RoomId(room),
             seq: Seq(seq),
             timestamp: Timestamp(timestamp),
             sender,
+            device: device.map(DeviceId),
             kind,
-        },
-    )
+        })
 }
 
 fn room_info() -> impl Strategy<Value = RoomInfo> {
@@ -251,20 +359,26 @@ fn room_info() -> impl Strategy<Value = RoomInfo> {
         user_name(),
         any::<u64>(),
         any::<u32>(),
+        encryption(),
+        proptest::option::of(any::<u64>()),
     )
-        .prop_map(|(id, name, peer, last, count)| RoomInfo {
-            id: RoomId(id),
-            kind: if name.is_some() {
-                RoomKind::Public
-            } else {
-                RoomKind::Direct { peer: peer.clone() }
+        .prop_map(
+            |(id, name, peer, last, count, encryption, epoch)| RoomInfo {
+                id: RoomId(id),
+                kind: if name.is_some() {
+                    RoomKind::Public
+                } else {
+                    RoomKind::Direct { peer: peer.clone() }
+                },
+                name,
+                owner: Some(peer),
+                membership: Membership::Joined,
+                last_seq: Seq(last),
+                member_count: count,
+                encryption,
+                epoch: epoch.map(Epoch),
             },
-            name,
-            owner: Some(peer),
-            membership: Membership::Joined,
-            last_seq: Seq(last),
-            member_count: count,
-        })
+        )
 }
 
 fn server_frame() -> impl Strategy<Value = ServerFrame> {

@@ -28,6 +28,7 @@ fn entry_size(entry: &LogEntry) -> usize {
     let body = match &entry.kind {
         confide_proto::EntryKind::Message { body } => body.len(),
         confide_proto::EntryKind::Member { user, .. } => user.as_str().len(),
+        confide_proto::EntryKind::Commit { data, .. } => data.len(),
     };
     64 + entry.sender.as_str().len() + body
 }
@@ -123,11 +124,15 @@ impl Connection {
             Request::Members { room } => {
                 Ok(Reply::Members(self.room(room)?.members(user.id).await?))
             }
-            Request::CreateRoom { name, private } => {
+            Request::CreateRoom {
+                name,
+                private,
+                encryption,
+            } => {
                 let handle = self
                     .shared
                     .rooms
-                    .create(room_name(&name)?, private, me)
+                    .create(room_name(&name)?, private, encryption, me)
                     .await?;
                 self.shared
                     .events
@@ -181,6 +186,36 @@ impl Connection {
                 self.room(room)?.change(me, Action::Unban(subject)).await?;
                 Ok(Reply::Ok)
             }
+            Request::SetDevice { device } => Ok(self.set_device(device)),
+            Request::PublishIdentity { bundle } => self.publish_identity(&user, bundle).await,
+            Request::FetchIdentity { user: name } => self.fetch_identity(name).await,
+            Request::UploadKeyPackages {
+                device,
+                one_time,
+                last_resort,
+            } => {
+                self.upload_key_packages(&user, device, one_time, last_resort)
+                    .await
+            }
+            Request::ClaimKeyPackages { user: name } => self.claim_key_packages(&user, name).await,
+            Request::InitGroup { room, group_info } => {
+                self.init_group(&user, room, group_info).await
+            }
+            Request::Commit {
+                room,
+                epoch,
+                commit,
+                group_info,
+                welcome,
+            } => {
+                self.commit(&user, room, epoch, commit, group_info, welcome)
+                    .await
+            }
+            Request::FetchGroupInfo { room } => self.fetch_group_info(&user, room).await,
+            Request::FetchWelcomes { device } => self.fetch_welcomes(&user, device).await,
+            Request::AckWelcome { id, device } => self.ack_welcome(&user, id, device).await,
+            Request::SendEphemeral { room, body } => self.send_ephemeral(&user, room, body).await,
+            Request::OpenDirect { user: name } => self.open_direct(&user, name).await,
             Request::Register { .. } | Request::Login { .. } | Request::Resume { .. } => {
                 Err(error(
                     ErrorCode::AlreadyLoggedIn,
@@ -193,7 +228,7 @@ impl Connection {
         }
     }
 
-    fn room(&self, id: RoomId) -> Result<RoomHandle, ProtoError> {
+    pub(super) fn room(&self, id: RoomId) -> Result<RoomHandle, ProtoError> {
         self.shared
             .rooms
             .get(id)
@@ -208,7 +243,7 @@ impl Connection {
             .ok_or_else(|| error(ErrorCode::NoSuchRoom, format!("no room named {name}")))
     }
 
-    async fn person(&self, raw: String) -> Result<Person, ProtoError> {
+    pub(super) async fn person(&self, raw: String) -> Result<Person, ProtoError> {
         let name = UserName::parse(&raw)
             .map_err(|_| error(ErrorCode::NoSuchUser, format!("no user named {raw:?}")))?;
         let canonical = name.canonical();
@@ -290,6 +325,7 @@ impl Connection {
                     id: user.id,
                     name: user.name,
                 },
+                device: self.device,
                 nonce,
                 body,
                 out: self.out.clone(),

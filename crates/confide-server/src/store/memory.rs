@@ -2,12 +2,15 @@
 //! minus durability.
 
 use super::{
-    Append, Effect, MemberRecord, NewRoom, RecentNonce, RoomRecord, Store, StoreError, StoredAck,
-    StoredKind, UserRecord,
+    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomRecord,
+    Store, StoreError, StoredAck, StoredKind, UserRecord, Write,
 };
-use confide_proto::{LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use confide_proto::{
+    ClaimedKeyPackage, DeviceId, IdentityBundle, LogEntry, MessageNonce, PendingWelcome, RoomId,
+    RoomName, Seq, Timestamp, UserId, UserName, WelcomeId,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct State {
@@ -22,6 +25,28 @@ struct State {
     bans: BTreeSet<(RoomId, UserId)>,
     log: BTreeMap<(RoomId, Seq), LogEntry>,
     nonces: HashMap<(UserId, MessageNonce), StoredAck>,
+    groups: HashMap<RoomId, GroupRecord>,
+    identities: HashMap<UserId, IdentityBundle>,
+    key_packages: BTreeMap<(UserId, DeviceId), DevicePackages>,
+    /// Pending Welcomes by id; recipients of one Welcome share its bytes.
+    welcomes: BTreeMap<WelcomeId, StoredWelcome>,
+    last_welcome: u64,
+}
+
+#[derive(Default)]
+struct DevicePackages {
+    one_time: VecDeque<Vec<u8>>,
+    last_resort: Option<Vec<u8>>,
+}
+
+struct StoredWelcome {
+    user: UserId,
+    device: DeviceId,
+    room: RoomId,
+    sender: UserName,
+    seq: Seq,
+    timestamp: Timestamp,
+    data: Arc<[u8]>,
 }
 
 /// A store held in memory.
@@ -137,6 +162,7 @@ impl Store for MemoryStore {
             kind: room.kind,
             owner: room.owner,
             direct,
+            encryption: room.encryption.clone(),
         };
         if let Some(name) = canonical {
             state.room_names.insert(name, id);
@@ -231,50 +257,41 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
         let mut state = self.state();
         // Check first so that a failing batch changes nothing, like a rolled-back
         // transaction.
-        for append in batch {
-            if state
-                .log
-                .contains_key(&(append.entry.room, append.entry.seq))
-            {
-                return Err(StoreError::Conflict);
+        let mut seen = BTreeSet::new();
+        let mut created = BTreeSet::new();
+        for write in batch {
+            match write {
+                Write::Append(append) => {
+                    let key = (append.entry.room, append.entry.seq);
+                    if state.log.contains_key(&key) || !seen.insert(key) {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                Write::InitGroup { room, .. } => {
+                    if state.groups.contains_key(room) || !created.insert(*room) {
+                        return Err(StoreError::Conflict);
+                    }
+                }
             }
         }
-        for append in batch {
-            let entry = &append.entry;
-            let room = entry.room;
-            if let Some((sender, nonce)) = append.nonce {
-                state.nonces.entry((sender, nonce)).or_insert(StoredAck {
-                    room,
-                    seq: entry.seq,
-                    timestamp: entry.timestamp,
-                });
+        for write in batch {
+            match write {
+                Write::Append(append) => apply_append(&mut state, append),
+                Write::InitGroup { room, group_info } => {
+                    state.groups.insert(
+                        *room,
+                        GroupRecord {
+                            epoch: confide_proto::Epoch(0),
+                            group_info: group_info.clone(),
+                            seq: Seq(0),
+                        },
+                    );
+                }
             }
-            match append.effect {
-                Some(Effect::AddMember(user)) => {
-                    state.members.entry((room, user)).or_insert(entry.seq);
-                    state.invites.remove(&(room, user));
-                }
-                Some(Effect::RemoveMember(user)) => {
-                    state.members.remove(&(room, user));
-                }
-                Some(Effect::Invite(user)) => {
-                    state.invites.insert((room, user));
-                }
-                Some(Effect::Ban(user)) => {
-                    state.members.remove(&(room, user));
-                    state.invites.remove(&(room, user));
-                    state.bans.insert((room, user));
-                }
-                Some(Effect::Unban(user)) => {
-                    state.bans.remove(&(room, user));
-                }
-                None => {}
-            }
-            state.log.insert((room, entry.seq), entry.clone());
         }
         Ok(())
     }
@@ -343,7 +360,179 @@ impl Store for MemoryStore {
         Ok(found)
     }
 
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        Ok(self.state().groups.get(&room).cloned())
+    }
+
+    fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError> {
+        self.state().identities.insert(user, bundle.clone());
+        Ok(())
+    }
+
+    fn identity(&self, user: UserId) -> Result<Option<IdentityBundle>, StoreError> {
+        Ok(self.state().identities.get(&user).cloned())
+    }
+
+    fn add_key_packages(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_one_time: usize,
+    ) -> Result<KeyPackageStock, StoreError> {
+        let mut state = self.state();
+        let packages = state.key_packages.entry((user, device)).or_default();
+        if packages.one_time.len() + one_time.len() > max_one_time {
+            return Err(StoreError::Limit(max_one_time));
+        }
+        packages.one_time.extend(one_time.iter().cloned());
+        if let Some(last_resort) = last_resort {
+            packages.last_resort = Some(last_resort.to_vec());
+        }
+        Ok(stock(packages))
+    }
+
+    fn key_package_stock(
+        &self,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<KeyPackageStock, StoreError> {
+        Ok(self
+            .state()
+            .key_packages
+            .get(&(user, device))
+            .map(stock)
+            .unwrap_or_default())
+    }
+
+    fn claim_key_packages(&self, user: UserId) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
+        let mut state = self.state();
+        let mut claimed = Vec::new();
+        let devices = state
+            .key_packages
+            .range_mut((user, DeviceId(0))..=(user, DeviceId(u64::MAX)));
+        for (&(_, device), packages) in devices {
+            let package = match packages.one_time.pop_front() {
+                Some(package) => package,
+                None => match &packages.last_resort {
+                    Some(package) => package.clone(),
+                    None => continue,
+                },
+            };
+            claimed.push(ClaimedKeyPackage { device, package });
+        }
+        Ok(claimed)
+    }
+
+    fn last_welcome_id(&self) -> Result<WelcomeId, StoreError> {
+        Ok(WelcomeId(self.state().last_welcome))
+    }
+
+    fn welcomes(&self, user: UserId, device: DeviceId) -> Result<Vec<PendingWelcome>, StoreError> {
+        Ok(self
+            .state()
+            .welcomes
+            .iter()
+            .filter(|(_, welcome)| welcome.user == user && welcome.device == device)
+            .map(|(&id, welcome)| PendingWelcome {
+                id,
+                room: welcome.room,
+                sender: welcome.sender.clone(),
+                timestamp: welcome.timestamp,
+                seq: welcome.seq,
+                data: welcome.data.to_vec(),
+            })
+            .collect())
+    }
+
+    fn delete_welcome(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        id: WelcomeId,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let theirs = state
+            .welcomes
+            .get(&id)
+            .is_some_and(|welcome| welcome.user == user && welcome.device == device);
+        if theirs {
+            state.welcomes.remove(&id);
+        }
+        Ok(theirs)
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+fn stock(packages: &DevicePackages) -> KeyPackageStock {
+    KeyPackageStock {
+        one_time: packages.one_time.len(),
+        last_resort: packages.last_resort.is_some(),
+    }
+}
+
+fn apply_append(state: &mut State, append: &Append) {
+    let entry = &append.entry;
+    let room = entry.room;
+    if let Some((sender, nonce)) = append.nonce {
+        state.nonces.entry((sender, nonce)).or_insert(StoredAck {
+            room,
+            seq: entry.seq,
+            timestamp: entry.timestamp,
+        });
+    }
+    match append.effect {
+        Some(Effect::AddMember(user)) => {
+            state.members.entry((room, user)).or_insert(entry.seq);
+            state.invites.remove(&(room, user));
+        }
+        Some(Effect::RemoveMember(user)) => {
+            state.members.remove(&(room, user));
+        }
+        Some(Effect::Invite(user)) => {
+            state.invites.insert((room, user));
+        }
+        Some(Effect::Ban(user)) => {
+            state.members.remove(&(room, user));
+            state.invites.remove(&(room, user));
+            state.bans.insert((room, user));
+        }
+        Some(Effect::Unban(user)) => {
+            state.bans.remove(&(room, user));
+        }
+        None => {}
+    }
+    if let Some(update) = &append.group {
+        state.groups.insert(
+            room,
+            GroupRecord {
+                epoch: update.epoch,
+                group_info: update.group_info.clone(),
+                seq: entry.seq,
+            },
+        );
+        if let Some(welcome) = &update.welcome {
+            let data: Arc<[u8]> = Arc::from(welcome.data.as_slice());
+            for recipient in &welcome.recipients {
+                state.last_welcome = state.last_welcome.max(recipient.id.0);
+                state.welcomes.insert(
+                    recipient.id,
+                    StoredWelcome {
+                        user: recipient.user,
+                        device: recipient.device,
+                        room,
+                        sender: entry.sender.clone(),
+                        seq: entry.seq,
+                        timestamp: entry.timestamp,
+                        data: Arc::clone(&data),
+                    },
+                );
+            }
+        }
+    }
+    state.log.insert((room, entry.seq), entry.clone());
 }

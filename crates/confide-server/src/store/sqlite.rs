@@ -5,78 +5,22 @@
 //! so that they never wait behind a commit's fsync.
 
 use super::{
-    Append, Effect, MemberRecord, NewRoom, RecentNonce, RoomRecord, Store, StoreError, StoredAck,
-    StoredKind, UserRecord,
+    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomRecord,
+    Store, StoreError, StoredAck, StoredKind, UserRecord, Write,
 };
 use confide_proto::{
-    EntryKind, LogEntry, MessageNonce, RoomId, RoomName, Seq, Timestamp, UserId, UserName,
+    ClaimedKeyPackage, DeviceId, EntryKind, IdentityBundle, LogEntry, MessageNonce, PendingWelcome,
+    RoomEncryption, RoomId, RoomName, Seq, Timestamp, UserId, UserName, WelcomeId,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 
-const SCHEMA_VERSION: i64 = 1;
+mod e2e;
+mod schema;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    canonical TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash BLOB PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rooms (
-    id INTEGER PRIMARY KEY,
-    name TEXT,
-    canonical TEXT UNIQUE,
-    kind INTEGER NOT NULL,
-    owner INTEGER,
-    direct_a INTEGER,
-    direct_b INTEGER,
-    created_ms INTEGER NOT NULL,
-    UNIQUE (direct_a, direct_b)
-);
-CREATE TABLE IF NOT EXISTS members (
-    room_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    joined_seq INTEGER NOT NULL,
-    PRIMARY KEY (room_id, user_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id);
-CREATE TABLE IF NOT EXISTS invites (
-    room_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    PRIMARY KEY (room_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bans (
-    room_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    PRIMARY KEY (room_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS log (
-    room_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    sender TEXT NOT NULL,
-    kind BLOB NOT NULL,
-    PRIMARY KEY (room_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nonces (
-    sender INTEGER NOT NULL,
-    nonce BLOB NOT NULL,
-    room_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    PRIMARY KEY (sender, nonce)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nonces_by_room ON nonces (room_id, seq);
-";
+#[cfg(test)]
+pub(super) use schema::SCHEMA_V1;
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -115,6 +59,38 @@ fn id_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Device ids are random 64-bit numbers; SQLite integers are signed, so store the
+/// same bits.
+fn device_i64(device: DeviceId) -> i64 {
+    i64::from_be_bytes(device.0.to_be_bytes())
+}
+
+fn device_u64(value: i64) -> DeviceId {
+    DeviceId(u64::from_be_bytes(value.to_be_bytes()))
+}
+
+/// How `rooms.encryption` and `rooms.key_salt` encode a room's encryption.
+fn encryption_columns(encryption: &RoomEncryption) -> (i64, Option<Vec<u8>>) {
+    match encryption {
+        RoomEncryption::Mls => (0, None),
+        RoomEncryption::SharedKey { salt } => (1, salt.map(|salt| salt.to_vec())),
+    }
+}
+
+fn to_encryption(code: i64, salt: Option<Vec<u8>>) -> Result<RoomEncryption, StoreError> {
+    match code {
+        0 => Ok(RoomEncryption::Mls),
+        1 => {
+            let salt = salt
+                .map(<[u8; 16]>::try_from)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("key salt is not 16 bytes".to_owned()))?;
+            Ok(RoomEncryption::SharedKey { salt })
+        }
+        other => Err(StoreError::Corrupt(format!("room encryption {other}"))),
+    }
+}
+
 fn kind_code(kind: StoredKind) -> i64 {
     match kind {
         StoredKind::Public => 0,
@@ -146,6 +122,7 @@ type RoomRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    (i64, Option<Vec<u8>>),
 );
 
 fn row_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRow> {
@@ -156,10 +133,13 @@ fn row_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRow> {
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        (row.get(6)?, row.get(7)?),
     ))
 }
 
-fn to_room((id, name, kind, owner, a, b): RoomRow) -> Result<RoomRecord, StoreError> {
+fn to_room(
+    (id, name, kind, owner, a, b, (encryption, salt)): RoomRow,
+) -> Result<RoomRecord, StoreError> {
     let name = name
         .map(|raw| RoomName::parse(&raw))
         .transpose()
@@ -178,10 +158,11 @@ fn to_room((id, name, kind, owner, a, b): RoomRow) -> Result<RoomRecord, StoreEr
         direct: a
             .zip(b)
             .map(|(a, b)| (UserId(id_u64(a)), UserId(id_u64(b)))),
+        encryption: to_encryption(encryption, salt)?,
     })
 }
 
-type EntryRow = (i64, i64, i64, String, Vec<u8>);
+type EntryRow = (i64, i64, i64, String, Option<i64>, Vec<u8>);
 
 fn row_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok((
@@ -190,10 +171,11 @@ fn row_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
-fn to_entry((room, seq, ts, sender, kind): EntryRow) -> Result<LogEntry, StoreError> {
+fn to_entry((room, seq, ts, sender, device, kind): EntryRow) -> Result<LogEntry, StoreError> {
     let kind: EntryKind = postcard::from_bytes(&kind)
         .map_err(|err| StoreError::Corrupt(format!("log entry kind: {err}")))?;
     Ok(LogEntry {
@@ -201,11 +183,14 @@ fn to_entry((room, seq, ts, sender, kind): EntryRow) -> Result<LogEntry, StoreEr
         seq: Seq(id_u64(seq)),
         timestamp: Timestamp(ts),
         sender: parse_user_name(sender)?,
+        device: device.map(device_u64),
         kind,
     })
 }
 
-const ROOM_COLUMNS: &str = "id, name, kind, owner, direct_a, direct_b";
+const ROOM_COLUMNS: &str = "id, name, kind, owner, direct_a, direct_b, encryption, key_salt";
+
+const ENTRY_COLUMNS: &str = "room_id, seq, ts_ms, sender, device, kind";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
@@ -213,7 +198,7 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Database`] if the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let writer = Connection::open(path).map_err(db)?;
+        let mut writer = Connection::open(path).map_err(db)?;
         writer
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -222,29 +207,10 @@ impl SqliteStore {
                  PRAGMA busy_timeout = 5000;",
             )
             .map_err(db)?;
-        writer.execute_batch(SCHEMA).map_err(db)?;
-        let version: Option<String> = writer
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(db)?;
-        match version {
-            None => {
-                writer
-                    .execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-                        params![SCHEMA_VERSION.to_string()],
-                    )
-                    .map_err(db)?;
-            }
-            Some(found) if found == SCHEMA_VERSION.to_string() => {}
-            Some(found) => {
-                return Err(StoreError::Database(format!(
-                    "database schema version {found} is not supported (expected {SCHEMA_VERSION})"
-                )));
-            }
-        }
+        schema::migrate(&mut writer).map_err(|err| match err {
+            schema::MigrateError::Sqlite(err) => db(err),
+            newer @ schema::MigrateError::Newer(_) => StoreError::Database(newer.to_string()),
+        })?;
         let reader = Connection::open(path).map_err(db)?;
         reader
             .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
@@ -388,9 +354,11 @@ impl Store for SqliteStore {
             .map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(db)?;
+        let (encryption, salt) = encryption_columns(&room.encryption);
         tx.execute(
-            "INSERT INTO rooms (name, canonical, kind, owner, direct_a, direct_b, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO rooms (name, canonical, kind, owner, direct_a, direct_b, created_ms,
+                                encryption, key_salt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 room.name.as_ref().map(RoomName::as_str),
                 room.name.as_ref().map(RoomName::canonical),
@@ -398,7 +366,9 @@ impl Store for SqliteStore {
                 room.owner.map(|id| id_i64(id.0)),
                 direct.map(|(a, _)| id_i64(a.0)),
                 direct.map(|(_, b)| id_i64(b.0)),
-                now.0
+                now.0,
+                encryption,
+                salt
             ],
         )
         .map_err(db)?;
@@ -419,6 +389,7 @@ impl Store for SqliteStore {
             kind: room.kind,
             owner: room.owner,
             direct,
+            encryption: room.encryption.clone(),
         })
     }
 
@@ -527,52 +498,17 @@ impl Store for SqliteStore {
         .map(|ids| ids.into_iter().map(UserId).collect())
     }
 
-    fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(db)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO log (room_id, seq, ts_ms, sender, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(db)?;
-            let mut insert_nonce = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO nonces (sender, nonce, room_id, seq, ts_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(db)?;
-            for append in batch {
-                let entry = &append.entry;
-                let room = id_i64(entry.room.0);
-                let seq = id_i64(entry.seq.0);
-                let kind = postcard::to_allocvec(&entry.kind)
-                    .map_err(|err| StoreError::Database(err.to_string()))?;
-                insert
-                    .execute(params![
-                        room,
-                        seq,
-                        entry.timestamp.0,
-                        entry.sender.as_str(),
-                        kind
-                    ])
-                    .map_err(db)?;
-                if let Some((sender, nonce)) = &append.nonce {
-                    insert_nonce
-                        .execute(params![
-                            id_i64(sender.0),
-                            &nonce.0[..],
-                            room,
-                            seq,
-                            entry.timestamp.0
-                        ])
-                        .map_err(db)?;
-                }
-                if let Some(effect) = append.effect {
-                    apply_effect(&tx, room, seq, effect).map_err(db)?;
+        for write in batch {
+            match write {
+                Write::Append(append) => insert_append(&tx, append)?,
+                Write::InitGroup { room, group_info } => {
+                    e2e::init_group(&tx, *room, group_info).map_err(db)?;
                 }
             }
         }
@@ -587,10 +523,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let conn = lock(&self.reader);
         let mut statement = conn
-            .prepare_cached(
-                "SELECT room_id, seq, ts_ms, sender, kind FROM log
-                 WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM log
+                     WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))
             .map_err(db)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement
@@ -607,10 +543,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let conn = lock(&self.reader);
         let mut statement = conn
-            .prepare_cached(
-                "SELECT room_id, seq, ts_ms, sender, kind FROM log
-                 WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM log
+                     WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))
             .map_err(db)?;
         let before = before.map_or(i64::MAX, |seq| id_i64(seq.0));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -696,11 +632,122 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        e2e::group(&lock(&self.reader), room)
+    }
+
+    fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError> {
+        e2e::set_identity(&lock(&self.writer), user, bundle).map_err(db)
+    }
+
+    fn identity(&self, user: UserId) -> Result<Option<IdentityBundle>, StoreError> {
+        e2e::identity(&lock(&self.reader), user).map_err(db)
+    }
+
+    fn add_key_packages(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_one_time: usize,
+    ) -> Result<KeyPackageStock, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        let stock = e2e::add_key_packages(&tx, user, device, one_time, last_resort, max_one_time)?;
+        tx.commit().map_err(db)?;
+        Ok(stock)
+    }
+
+    fn key_package_stock(
+        &self,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<KeyPackageStock, StoreError> {
+        e2e::key_package_stock(&lock(&self.reader), user, device).map_err(db)
+    }
+
+    fn claim_key_packages(&self, user: UserId) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        let claimed = e2e::claim_key_packages(&tx, user).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(claimed)
+    }
+
+    fn last_welcome_id(&self) -> Result<WelcomeId, StoreError> {
+        e2e::last_welcome_id(&lock(&self.reader)).map_err(db)
+    }
+
+    fn welcomes(&self, user: UserId, device: DeviceId) -> Result<Vec<PendingWelcome>, StoreError> {
+        e2e::welcomes(&lock(&self.reader), user, device)
+    }
+
+    fn delete_welcome(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        id: WelcomeId,
+    ) -> Result<bool, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        let deleted = e2e::delete_welcome(&tx, user, device, id).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(deleted)
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         let conn = lock(&self.writer);
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(db)
     }
+}
+
+/// Inserts one log entry with its nonce, membership effect and group update.
+fn insert_append(tx: &rusqlite::Transaction<'_>, append: &Append) -> Result<(), StoreError> {
+    let entry = &append.entry;
+    let room = id_i64(entry.room.0);
+    let seq = id_i64(entry.seq.0);
+    let kind =
+        postcard::to_allocvec(&entry.kind).map_err(|err| StoreError::Database(err.to_string()))?;
+    tx.prepare_cached(
+        "INSERT INTO log (room_id, seq, ts_ms, sender, device, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            room,
+            seq,
+            entry.timestamp.0,
+            entry.sender.as_str(),
+            entry.device.map(device_i64),
+            kind
+        ])
+    })
+    .map_err(db)?;
+    if let Some((sender, nonce)) = &append.nonce {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO nonces (sender, nonce, room_id, seq, ts_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                id_i64(sender.0),
+                &nonce.0[..],
+                room,
+                seq,
+                entry.timestamp.0
+            ])
+        })
+        .map_err(db)?;
+    }
+    if let Some(effect) = append.effect {
+        apply_effect(tx, room, seq, effect).map_err(db)?;
+    }
+    if let Some(update) = &append.group {
+        e2e::apply_group_update(tx, entry, update).map_err(db)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {

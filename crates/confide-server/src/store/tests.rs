@@ -3,6 +3,20 @@
 use super::*;
 use confide_proto::{EntryKind, MemberChange};
 
+mod delivery;
+
+/// Appending entries alone, as most tests do.
+trait AppendExt {
+    fn append(&self, batch: &[Append]) -> Result<(), StoreError>;
+}
+
+impl<S: Store + ?Sized> AppendExt for S {
+    fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+        let writes: Vec<Write> = batch.iter().cloned().map(Write::Append).collect();
+        self.write(&writes)
+    }
+}
+
 fn user(store: &dyn Store, name: &str) -> UserRecord {
     store
         .create_user(
@@ -24,12 +38,14 @@ fn message(room: RoomId, seq: u64, sender: &UserRecord, text: &str) -> Append {
             seq: Seq(seq),
             timestamp: Timestamp(1000 + seq as i64),
             sender: sender.name.clone(),
+            device: None,
             kind: EntryKind::Message {
                 body: text.as_bytes().to_vec(),
             },
         },
         nonce: Some((sender.id, MessageNonce([seq as u8; 16]))),
         effect: None,
+        group: None,
     }
 }
 
@@ -47,6 +63,7 @@ fn member(
             seq: Seq(seq),
             timestamp: Timestamp(seq as i64),
             sender: by.name.clone(),
+            device: None,
             kind: EntryKind::Member {
                 user: who.name.clone(),
                 change,
@@ -54,6 +71,7 @@ fn member(
         },
         nonce: None,
         effect: Some(effect),
+        group: None,
     }
 }
 
@@ -106,6 +124,7 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
                 kind: StoredKind::Public,
                 owner: None,
                 direct: None,
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1),
         )
@@ -116,7 +135,8 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
                 name: Some(room_name("LOBBY")),
                 kind: StoredKind::Private,
                 owner: Some(alice.id),
-                direct: None
+                direct: None,
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1)
         ),
@@ -129,6 +149,7 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
                 kind: StoredKind::Direct,
                 owner: None,
                 direct: Some((bob.id, alice.id)),
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1),
         )
@@ -140,7 +161,8 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
                 name: None,
                 kind: StoredKind::Direct,
                 owner: None,
-                direct: Some((alice.id, bob.id))
+                direct: Some((alice.id, bob.id)),
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1)
         ),
@@ -174,6 +196,7 @@ fn log_appends_are_ordered_and_paged(store: &dyn Store) {
                 kind: StoredKind::Public,
                 owner: Some(alice.id),
                 direct: None,
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1),
         )
@@ -240,6 +263,7 @@ fn membership_effects_apply_with_the_entry(store: &dyn Store) {
                 kind: StoredKind::Private,
                 owner: Some(alice.id),
                 direct: None,
+                encryption: RoomEncryption::Mls,
             },
             Timestamp(1),
         )
@@ -355,6 +379,42 @@ macro_rules! suite {
                 let (_guard, store) = $make;
                 super::membership_effects_apply_with_the_entry(&store);
             }
+
+            #[test]
+            fn rooms_keep_their_encryption() {
+                let (_guard, store) = $make;
+                super::delivery::rooms_keep_their_encryption(&store);
+            }
+
+            #[test]
+            fn groups_move_with_their_commits() {
+                let (_guard, store) = $make;
+                super::delivery::groups_move_with_their_commits(&store);
+            }
+
+            #[test]
+            fn a_failed_batch_creates_no_group() {
+                let (_guard, store) = $make;
+                super::delivery::a_failed_batch_creates_no_group(&store);
+            }
+
+            #[test]
+            fn identity_bundles_are_replaced() {
+                let (_guard, store) = $make;
+                super::delivery::identity_bundles_are_replaced(&store);
+            }
+
+            #[test]
+            fn key_packages_are_handed_out_once() {
+                let (_guard, store) = $make;
+                super::delivery::key_packages_are_handed_out_once(&store);
+            }
+
+            #[test]
+            fn concurrent_claims_never_share_a_package() {
+                let (_guard, store) = $make;
+                super::delivery::concurrent_claims_never_share_a_package(&store);
+            }
         }
     };
 }
@@ -382,6 +442,7 @@ fn sqlite_survives_reopen() {
                     kind: StoredKind::Public,
                     owner: None,
                     direct: None,
+                    encryption: RoomEncryption::Mls,
                 },
                 Timestamp(1),
             )
@@ -392,4 +453,139 @@ fn sqlite_survives_reopen() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.user_by_id(alice.id).unwrap(), Some(alice));
     assert_eq!(store.last_seq(room).unwrap(), Seq(1));
+}
+
+#[test]
+fn sqlite_keeps_delivery_state_across_reopen() {
+    use confide_proto::{DeviceId, Epoch, IdentityBundle, WelcomeId};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("confide.db");
+    let (alice, room);
+    let bundle = IdentityBundle {
+        identity_key: vec![1; 32],
+        device_list: b"devices".to_vec(),
+        signature: vec![2; 64],
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        alice = user(&store, "alice");
+        room = delivery::new_room(&store, "secret", RoomEncryption::Mls);
+        store
+            .write(&[Write::InitGroup {
+                room,
+                group_info: b"info 0".to_vec(),
+            }])
+            .unwrap();
+        let welcome = WelcomeBatch {
+            data: b"welcome".to_vec(),
+            recipients: vec![
+                WelcomeFor {
+                    id: WelcomeId(1),
+                    user: alice.id,
+                    device: DeviceId(1),
+                },
+                WelcomeFor {
+                    id: WelcomeId(2),
+                    user: alice.id,
+                    device: DeviceId(2),
+                },
+            ],
+        };
+        store
+            .append(&[delivery::commit(room, 1, &alice, 0, Some(welcome))])
+            .unwrap();
+        assert!(
+            store
+                .delete_welcome(alice.id, DeviceId(2), WelcomeId(2))
+                .unwrap()
+        );
+        store.set_identity(alice.id, &bundle).unwrap();
+        store
+            .add_key_packages(alice.id, DeviceId(1), &[b"kp".to_vec()], Some(b"last"), 10)
+            .unwrap();
+        store.close().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let group = store.group(room).unwrap().unwrap();
+    assert_eq!((group.epoch, group.seq), (Epoch(1), Seq(1)));
+    assert_eq!(group.group_info, b"info 1");
+    assert_eq!(store.welcomes(alice.id, DeviceId(1)).unwrap().len(), 1);
+    assert!(store.welcomes(alice.id, DeviceId(2)).unwrap().is_empty());
+    assert_eq!(store.last_welcome_id().unwrap(), WelcomeId(2));
+    assert_eq!(store.identity(alice.id).unwrap(), Some(bundle));
+    assert_eq!(
+        store.key_package_stock(alice.id, DeviceId(1)).unwrap(),
+        KeyPackageStock {
+            one_time: 1,
+            last_resort: true
+        }
+    );
+}
+
+/// A data directory made by the first version (schema 1, before end-to-end
+/// encryption) opens, keeps everything, and gains the new tables.
+#[test]
+fn sqlite_opens_a_version_1_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("confide.db");
+    let old_entry = postcard::to_allocvec(&EntryKind::Message {
+        body: b"from v1".to_vec(),
+    })
+    .unwrap();
+    {
+        // What the first version wrote: its schema, its meta row, and some data.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::sqlite::SCHEMA_V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('schema', '1');
+             INSERT INTO users (id, name, canonical, password_hash, created_ms)
+                 VALUES (1, 'alice', 'alice', '$argon2id$fake', 1);
+             INSERT INTO rooms (id, name, canonical, kind, owner, created_ms)
+                 VALUES (1, 'lobby', 'lobby', 0, NULL, 1);
+             INSERT INTO members (room_id, user_id, joined_seq) VALUES (1, 1, 1);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO log (room_id, seq, ts_ms, sender, kind) VALUES (1, 1, 5, 'alice', ?1)",
+            rusqlite::params![old_entry],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let alice = store.user_by_id(UserId(1)).unwrap().unwrap();
+    assert_eq!(alice.name.as_str(), "alice");
+    let rooms = store.rooms().unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].encryption, RoomEncryption::Mls);
+    let entries = store.entries_after(RoomId(1), Seq(0), 10).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].device, None);
+    assert_eq!(
+        entries[0].kind,
+        EntryKind::Message {
+            body: b"from v1".to_vec()
+        }
+    );
+    assert_eq!(store.group(RoomId(1)).unwrap(), None);
+    store
+        .write(&[Write::InitGroup {
+            room: RoomId(1),
+            group_info: b"info".to_vec(),
+        }])
+        .unwrap();
+    drop(store);
+    // Reopening finds the current version and does not migrate twice.
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.group(RoomId(1)).unwrap().is_some());
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    let meta: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!((version, meta.as_str()), (2, "2"));
 }

@@ -456,3 +456,109 @@ fn operator_commands_read_the_data_directory() {
         stderr(&output)
     );
 }
+
+#[test]
+fn verify_shows_the_same_safety_number_on_both_sides_and_records_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path()).unwrap();
+    let addr = server.addr.to_string();
+    let alice = tempfile::tempdir().unwrap();
+    let bob = tempfile::tempdir().unwrap();
+    for (profile, user) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(confide(
+            profile.path(),
+            Some("long enough password"),
+            &["register", "--server", &addr, "--user", user],
+        ));
+    }
+    let a = json_lines(&stdout(&ok(confide(
+        alice.path(),
+        None,
+        &["--json", "verify", "bob"],
+    ))));
+    let b = json_lines(&stdout(&ok(confide(
+        bob.path(),
+        None,
+        &["--json", "verify", "alice"],
+    ))));
+    assert_eq!(a[0]["safety_number"], b[0]["safety_number"]);
+    assert_eq!(a[0]["emoji"], b[0]["emoji"]);
+    let digits = a[0]["safety_number"].as_str().unwrap();
+    assert_eq!(digits.split(' ').count(), 12, "{digits}");
+    assert_eq!(a[0]["verified"], false);
+    assert_eq!(a[0]["emoji"].as_array().unwrap().len(), 7);
+
+    // Recording the comparison sticks across runs.
+    ok(confide(alice.path(), None, &["verify", "bob", "--confirm"]));
+    let again = json_lines(&stdout(&ok(confide(
+        alice.path(),
+        None,
+        &["--json", "verify", "bob"],
+    ))));
+    assert_eq!(again[0]["verified"], true);
+    assert_eq!(again[0]["key_changed"], false);
+
+    // Bob reinstalls (a new profile, so a new identity key): alice is warned loudly and
+    // the verification is gone.
+    let bob2 = tempfile::tempdir().unwrap();
+    ok(confide(
+        bob2.path(),
+        Some("long enough password"),
+        &["login", "--server", &addr, "--user", "bob"],
+    ));
+    let text = stdout(&ok(confide(alice.path(), None, &["verify", "bob"])));
+    assert!(
+        text.contains("WARNING: bob's identity key changed"),
+        "{text}"
+    );
+    assert!(text.contains("bob is not verified"), "{text}");
+
+    // Nobody by that name, or nobody with keys yet.
+    let line = fails(confide(alice.path(), None, &["verify", "nobody"]));
+    assert!(line.contains("no such user"), "{line}");
+
+    // No key material in the server's data directory or in what the profile stores in
+    // the clear.
+    for entry in std::fs::read_dir(alice.path().join("keys")).unwrap() {
+        let folder = entry.unwrap().path();
+        let sealed = std::fs::read(folder.join("device.sealed")).unwrap();
+        assert!(!sealed.windows(5).any(|w| w == b"alice"));
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_fernet_key_and_never_overwrites_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.key");
+    let out = ok(confide(
+        profile.path(),
+        None,
+        &["keygen", "--out", path.to_str().unwrap()],
+    ));
+    assert!(stderr(&out).contains("weaker"), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let key = confide_crypto::shared_key::SharedKey::from_key_file(&text).unwrap();
+    assert_eq!(text.trim().len(), 44);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let line = fails(confide(
+        profile.path(),
+        None,
+        &["keygen", "--out", path.to_str().unwrap()],
+    ));
+    assert!(line.contains("already exists"), "{line}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    ok(confide(
+        profile.path(),
+        None,
+        &["keygen", "--out", path.to_str().unwrap(), "--force"],
+    ));
+    let replaced = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(replaced, text);
+    drop(key);
+}

@@ -37,7 +37,7 @@ async fn register(server: &TestServer, profile: &Path, name: &str) -> (ClientHan
 fn text(entry: &LogEntry) -> Option<String> {
     match &entry.kind {
         EntryKind::Message { body } => Some(String::from_utf8_lossy(body).into_owned()),
-        EntryKind::Member { .. } => None,
+        EntryKind::Member { .. } | EntryKind::Commit { .. } => None,
     }
 }
 

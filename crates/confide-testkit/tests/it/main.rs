@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod client;
+mod delivery;
 mod durability;
 mod hostile;
 mod messaging;

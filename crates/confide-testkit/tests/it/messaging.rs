@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 fn text(entry: &LogEntry) -> Option<String> {
     match &entry.kind {
         EntryKind::Message { body } => Some(String::from_utf8(body.clone()).unwrap()),
-        EntryKind::Member { .. } => None,
+        EntryKind::Member { .. } | EntryKind::Commit { .. } => None,
     }
 }
 
@@ -169,6 +169,7 @@ async fn direct_messages_reach_only_their_recipient() {
             }
             Event::Room(info) => assert_ne!(info.id, direct),
             Event::Presence { room, .. } => assert_ne!(room, direct),
+            other => panic!("unexpected event {other:?}"),
         }
     }
     let err = carol

@@ -18,6 +18,28 @@ async fn handshake_reports_the_server_version_and_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_client_is_told_to_upgrade() {
+    let server = TestServer::start().await.unwrap();
+    let mut hello = ClientHello::new("old-client");
+    hello.version = 1;
+    let mut client = RawClient::connect_with_hello(server.addr, hello)
+        .await
+        .unwrap();
+    match &client.hello {
+        ServerHelloResult::Rejected(rejected) => {
+            assert_eq!(rejected.min_version, PROTOCOL_VERSION);
+            assert!(
+                rejected.message.contains("upgrade the client"),
+                "{}",
+                rejected.message
+            );
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+    assert_eq!(client.closed(TIMEOUT).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_client_gets_a_clear_version_error() {
     let server = TestServer::start().await.unwrap();
     let mut hello = ClientHello::new("future-client");

@@ -1,7 +1,8 @@
 //! Rooms: create, invite, join, leave, kick, ban, lists, presence, and persistence.
 
 use confide_proto::{
-    EntryKind, ErrorCode, Event, MemberChange, Membership, Reply, Request, RoomId, RoomKind, Target,
+    EntryKind, ErrorCode, Event, MemberChange, Membership, Reply, Request, RoomEncryption, RoomId,
+    RoomKind, Target,
 };
 use confide_testkit::{RawClient, TIMEOUT, TestServer};
 
@@ -16,6 +17,7 @@ async fn create(client: &mut RawClient, name: &str, private: bool) -> RoomId {
         .ok(Request::CreateRoom {
             name: name.to_owned(),
             private,
+            encryption: RoomEncryption::Mls,
         })
         .await
         .unwrap()
@@ -62,6 +64,7 @@ async fn public_rooms_are_created_listed_and_joined() {
         .request(Request::CreateRoom {
             name: "general".into(),
             private: false,
+            encryption: RoomEncryption::Mls,
         })
         .await
         .unwrap()
@@ -71,6 +74,7 @@ async fn public_rooms_are_created_listed_and_joined() {
         .request(Request::CreateRoom {
             name: "bad name!".into(),
             private: false,
+            encryption: RoomEncryption::Mls,
         })
         .await
         .unwrap()

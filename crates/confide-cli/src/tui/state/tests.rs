@@ -318,6 +318,8 @@ fn msg_opens_or_creates_the_direct_conversation() {
         membership: Membership::Joined,
         last_seq: Seq(0),
         member_count: 2,
+        encryption: confide_proto::RoomEncryption::Mls,
+        epoch: None,
     };
     state.on_client_event(ClientEvent::Room(carol.clone()));
     assert_eq!(state.rooms.selected_id(), Some(RoomId(12)));
