@@ -6,7 +6,7 @@
 //! (stretched with Argon2id and a per-folder salt) when that is set, and otherwise from
 //! a random key file beside it, readable only by the owner.
 
-use crate::profile::{Profile, ProfileError, write_atomic};
+use crate::profile::{Profile, ProfileError, create_private_dir, write_atomic};
 use confide_crypto::at_rest::{self, StateKey};
 use confide_crypto::{CryptoError, Device, TrustStore};
 use rand::RngCore;
@@ -84,19 +84,7 @@ impl KeyStore {
     /// Opens (creating if needed) the key folder of `user` on `server`.
     pub fn open(profile: &Profile, server: &str, user: &str) -> Result<KeyStore, KeyStoreError> {
         let dir = profile.dir().join("keys").join(scope_name(server, user));
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(&dir)
-            .map_err(|source| ProfileError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
+        create_private_dir(&dir)?;
         let key = match std::env::var(PASSPHRASE_ENV) {
             Ok(passphrase) if !passphrase.is_empty() => {
                 let salt_path = dir.join(SALT_FILE);

@@ -76,19 +76,7 @@ impl Profile {
     /// [`ProfileError::CreateDir`] if the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Profile, ProfileError> {
         let dir = dir.into();
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(&dir)
-            .map_err(|source| ProfileError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
+        create_private_dir(&dir)?;
         Ok(Profile { dir })
     }
 
@@ -115,6 +103,23 @@ impl Profile {
     pub fn cursors_path(&self) -> PathBuf {
         self.dir.join(CURSORS_FILE)
     }
+}
+
+/// Creates `dir` and its parents, readable by the owner only (0700).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|source| ProfileError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// Reads `path` as JSON; `Ok(None)` if it does not exist.
