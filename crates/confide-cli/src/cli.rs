@@ -171,13 +171,25 @@ pub struct UsersArgs {
 /// `room ...`.
 #[derive(Debug, Subcommand)]
 pub enum RoomCommand {
-    /// Create a room that you own.
+    /// Create a room that you own: end-to-end encrypted (MLS), or with a shared key
+    /// (weaker) if --key-file or --passphrase is given.
     Create {
         /// Room name.
         name: RoomName,
         /// Joined by invitation only.
         #[arg(long)]
         private: bool,
+        /// A shared key instead of MLS.
+        #[command(flatten)]
+        key: NewRoomKeyArgs,
+    },
+    /// Store the key of a shared-key room you are in, so you can read and write it.
+    Key {
+        /// Room name.
+        name: RoomName,
+        /// Where the key comes from.
+        #[command(flatten)]
+        key: RoomKeyArgs,
     },
     /// Join a public room or one you were invited to.
     Join {
@@ -217,6 +229,67 @@ pub enum RoomCommand {
         /// Who.
         user: UserName,
     },
+}
+
+/// The shared key of a new room, if it should have one instead of MLS (at most one
+/// source).
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct NewRoomKeyArgs {
+    /// Use the key in this file (written by `confide keygen`, or the original
+    /// programs' `secret.key`). Weaker than MLS: no forward secrecy, and anyone who
+    /// ever holds the file reads every message.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Derive the key from a passphrase (from CONFIDE_ROOM_PASSPHRASE or a prompt).
+    /// Weaker than MLS.
+    #[arg(long)]
+    pub passphrase: bool,
+}
+
+/// The key of an existing shared-key room (exactly one source).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RoomKeyArgs {
+    /// The room's key file.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// The room's passphrase (from CONFIDE_ROOM_PASSPHRASE or a prompt).
+    #[arg(long)]
+    pub passphrase: bool,
+}
+
+/// Where a shared room key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A key file.
+    File(PathBuf),
+    /// A passphrase, never taken from the command line.
+    Passphrase,
+}
+
+impl NewRoomKeyArgs {
+    /// The key source, or `None` for an MLS room.
+    #[must_use]
+    pub fn source(&self) -> Option<KeySource> {
+        key_source(self.key_file.as_ref(), self.passphrase)
+    }
+}
+
+impl RoomKeyArgs {
+    /// The key source (clap makes sure there is one).
+    #[must_use]
+    pub fn source(&self) -> Option<KeySource> {
+        key_source(self.key_file.as_ref(), self.passphrase)
+    }
+}
+
+fn key_source(key_file: Option<&PathBuf>, passphrase: bool) -> Option<KeySource> {
+    match key_file {
+        Some(path) => Some(KeySource::File(path.clone())),
+        None if passphrase => Some(KeySource::Passphrase),
+        None => None,
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +355,74 @@ mod tests {
         ));
         let err = Cli::try_parse_from(["confide", "chat", "--room", "a b"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn room_create_and_key_take_one_key_source() {
+        let room = |argv: &[&str]| match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Room(command)) => Ok(command),
+            Ok(other) => panic!("not room: {other:?}"),
+            Err(err) => Err(err.exit_code()),
+        };
+        let Ok(RoomCommand::Create { name, private, key }) =
+            room(&["confide", "room", "create", "ops", "--private"])
+        else {
+            panic!("not create");
+        };
+        assert_eq!(name.as_str(), "ops");
+        assert!(private);
+        assert_eq!(key.source(), None);
+        let Ok(RoomCommand::Create { key, .. }) =
+            room(&["confide", "room", "create", "ops", "--key-file", "k.key"])
+        else {
+            panic!("not create");
+        };
+        assert_eq!(key.source(), Some(KeySource::File(PathBuf::from("k.key"))));
+        let Ok(RoomCommand::Create { key, .. }) =
+            room(&["confide", "room", "create", "--passphrase", "ops"])
+        else {
+            panic!("not create");
+        };
+        assert_eq!(key.source(), Some(KeySource::Passphrase));
+        let Ok(RoomCommand::Key { name, key }) =
+            room(&["confide", "room", "key", "ops", "--passphrase"])
+        else {
+            panic!("not key");
+        };
+        assert_eq!(name.as_str(), "ops");
+        assert_eq!(key.source(), Some(KeySource::Passphrase));
+        let Ok(RoomCommand::Key { key, .. }) =
+            room(&["confide", "room", "key", "ops", "--key-file", "/k"])
+        else {
+            panic!("not key");
+        };
+        assert_eq!(key.source(), Some(KeySource::File(PathBuf::from("/k"))));
+        for argv in [
+            &[
+                "confide",
+                "room",
+                "create",
+                "ops",
+                "--key-file",
+                "k",
+                "--passphrase",
+            ][..],
+            &["confide", "room", "key", "ops"],
+            &[
+                "confide",
+                "room",
+                "key",
+                "ops",
+                "--key-file",
+                "k",
+                "--passphrase",
+            ],
+            // The passphrase is never an argument.
+            &["confide", "room", "key", "ops", "--passphrase", "hunter2"],
+            &["confide", "room", "create", "ops", "--passphrase=hunter2"],
+        ] {
+            assert_eq!(room(argv).err(), Some(2), "{argv:?}");
+        }
     }
 
     #[test]

@@ -117,9 +117,10 @@ pub fn local<Tz: TimeZone>(timestamp: Timestamp, tz: &Tz) -> DateTime<Tz> {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use confide_client::{Content, Entry, Protection, Unreadable};
+    use confide_crypto::payload::{Envelope, MessageId, Payload};
     use confide_proto::{
-        EntryKind, LogEntry, MemberChange, Membership, RoomId, RoomInfo, RoomKind, RoomName, Seq,
-        Timestamp, UserName,
+        MemberChange, Membership, RoomId, RoomInfo, RoomKind, RoomName, Seq, Timestamp, UserName,
     };
 
     /// 2026-11-23T21:19:56.123Z
@@ -165,37 +166,100 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> LogEntry {
-        LogEntry {
+    /// `#ops` (3), private, owned by alice, with a passphrase key: weaker than MLS.
+    pub fn shared_room() -> RoomInfo {
+        RoomInfo {
+            id: RoomId(3),
+            name: Some(RoomName::parse("ops").unwrap()),
+            kind: RoomKind::Private,
+            owner: Some(user("alice")),
+            membership: Membership::Joined,
+            last_seq: Seq(4),
+            member_count: 2,
+            encryption: confide_proto::RoomEncryption::SharedKey {
+                salt: Some([7; 16]),
+            },
+            epoch: None,
+        }
+    }
+
+    fn entry(room: u64, seq: u64, ts: i64, sender: &str, content: Content) -> Entry {
+        Entry {
             room: RoomId(room),
             seq: Seq(seq),
             timestamp: Timestamp(ts),
             sender: user(sender),
             device: None,
-            kind: EntryKind::Message {
-                body: text.as_bytes().to_vec(),
-            },
+            content,
         }
     }
 
-    pub fn member_entry(
+    /// A message with any payload and protection.
+    pub fn payload_message(
         room: u64,
         seq: u64,
-        by: &str,
-        who: &str,
-        change: MemberChange,
-    ) -> LogEntry {
-        LogEntry {
-            room: RoomId(room),
-            seq: Seq(seq),
-            timestamp: Timestamp(TS + 5000),
-            sender: user(by),
-            device: None,
-            kind: EntryKind::Member {
-                user: user(who),
-                change,
+        ts: i64,
+        sender: &str,
+        body: Payload,
+        protection: Protection,
+    ) -> Entry {
+        let envelope = Envelope {
+            id: MessageId::from_bytes([0xab; 16]),
+            sent_at_ms: 0,
+            body,
+        };
+        entry(
+            room,
+            seq,
+            ts,
+            sender,
+            Content::Message {
+                envelope,
+                protection,
             },
-        }
+        )
+    }
+
+    /// A text message, end-to-end encrypted with MLS.
+    pub fn message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> Entry {
+        let body = Payload::Text {
+            text: text.to_owned(),
+        };
+        payload_message(room, seq, ts, sender, body, Protection::Mls)
+    }
+
+    /// A text message of a shared-key room.
+    pub fn shared_message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> Entry {
+        let body = Payload::Text {
+            text: text.to_owned(),
+        };
+        payload_message(room, seq, ts, sender, body, Protection::SharedKey)
+    }
+
+    /// A message this device cannot show.
+    pub fn unreadable_entry(
+        room: u64,
+        seq: u64,
+        ts: i64,
+        sender: &str,
+        reason: Unreadable,
+    ) -> Entry {
+        entry(room, seq, ts, sender, Content::Unreadable(reason))
+    }
+
+    pub fn member_entry(room: u64, seq: u64, by: &str, who: &str, change: MemberChange) -> Entry {
+        let content = Content::Member {
+            user: user(who),
+            change,
+        };
+        entry(room, seq, TS + 5000, by, content)
+    }
+
+    pub fn commit_entry(room: u64, seq: u64, by: &str, epoch: u64) -> Entry {
+        let content = Content::Commit {
+            epoch: confide_proto::Epoch(epoch),
+        };
+        entry(room, seq, TS + 5000, by, content)
     }
 }
 

@@ -48,8 +48,8 @@ pub(crate) mod fixtures {
     pub use crate::output::fixtures::*;
     use crate::tui::state::AppState;
     use chrono::NaiveDateTime;
-    use confide_client::ClientEvent;
-    use confide_proto::{LogEntry, Membership, RoomId, RoomInfo, RoomKind, RoomName, Timestamp};
+    use confide_client::{ClientEvent, Entry};
+    use confide_proto::{Membership, RoomId, RoomInfo, RoomKind, RoomName, Timestamp};
 
     pub fn utc_time(timestamp: Timestamp) -> NaiveDateTime {
         crate::output::utc(timestamp).naive_utc()
@@ -86,7 +86,7 @@ pub(crate) mod fixtures {
         named(5, "secret", RoomKind::Private, Membership::Invited)
     }
 
-    pub fn live(entry: LogEntry) -> ClientEvent {
+    pub fn live(entry: Entry) -> ClientEvent {
         ClientEvent::Entry { entry, live: true }
     }
 }

@@ -11,7 +11,9 @@ use crate::connection::{Actor, Credentials, Login, Pin, Settings, Start, establi
 use crate::error::ClientError;
 use crate::event::{ClientEvent, EventStream, TakenPositions};
 use crate::handle::{Account, ClientHandle, ServerInfo};
+use crate::keys::KeyStore;
 use crate::profile::Session;
+use crate::secure::{E2eError, Requester, Secure, SecureStart};
 use crate::sequencer::RoomCursors;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,7 +150,16 @@ impl Client {
             software: established.hello.software.clone(),
             max_body: established.hello.max_body,
         };
+        // This device's keys and decrypted history, opened before anything arrives.
+        let user = account.username.canonical();
+        let keys = KeyStore::open(&profile, &server.to_string(), &user).map_err(E2eError::from)?;
+        let (state, _) = keys.load_or_create(&user).map_err(E2eError::from)?;
+        let store = keys.open_history()?;
+        let device = confide_proto::DeviceId(state.device.id().device);
+
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (upstream_tx, upstream_rx) = mpsc::unbounded_channel();
+        let (secure_tx, secure_rx) = mpsc::channel(COMMAND_QUEUE);
         if newly_pinned {
             let _ = events_tx.send(ClientEvent::ServerPinned {
                 server: server.clone(),
@@ -176,18 +187,33 @@ impl Client {
             backoff,
             max_reconnect_attempts,
             sync_page: sync_page.max(1),
+            device,
         };
         let actor = Actor::new(Start {
             settings,
             credentials,
             commands: commands_rx,
-            events: events_tx,
+            events: upstream_tx,
             taken: taken.clone(),
             cursors,
             established,
         });
+        let secure = Secure::new(SecureStart {
+            requests: Requester::new(&commands_tx),
+            upstream: upstream_rx,
+            commands: secure_rx,
+            events: events_tx,
+            keys,
+            state,
+            store,
+            me: account.username.clone(),
+        })?;
         tokio::spawn(actor.run());
-        let handle = ClientHandle::new(commands_tx, account, server_info, profile);
+        tokio::spawn(secure.run());
+        let handle = ClientHandle::new(commands_tx, secure_tx, account, server_info, profile);
+        // Others can add this device to their groups only once its keys are published;
+        // a failure is reported as a warning event and by `keys_published`.
+        let _ = handle.keys_published().await;
         Ok((handle, EventStream::new(events_rx, taken)))
     }
 }

@@ -21,11 +21,12 @@ use crate::error::ClientError;
 use crate::event::{ClientEvent, ConnectionState, TakenPositions};
 use crate::fingerprint::Fingerprint;
 use crate::profile::{Profile, Session};
+use crate::secure::Upstream;
 use crate::sequencer::{Accepted, RoomCursors};
 use bytes::BytesMut;
 use confide_proto::{
-    ClientFrame, Event, MAX_FRAME_LEN, Password, ProtoError, Reply, Request, RequestId, RoomId,
-    RoomInfo, ServerFrame, SessionToken, UserId, UserName, encode_frame,
+    ClientFrame, DeviceId, Event, MAX_FRAME_LEN, Password, ProtoError, Reply, Request, RequestId,
+    RoomId, RoomInfo, ServerFrame, SessionToken, UserId, UserName, encode_frame,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub(crate) struct Settings {
     pub backoff: Backoff,
     pub max_reconnect_attempts: Option<u32>,
     pub sync_page: u32,
+    /// This device, announced on every connection before anything else.
+    pub device: DeviceId,
 }
 
 /// The account's credentials for logging in again.
@@ -90,7 +93,7 @@ pub(crate) struct Start {
     pub settings: Settings,
     pub credentials: Credentials,
     pub commands: mpsc::Receiver<Command>,
-    pub events: mpsc::UnboundedSender<ClientEvent>,
+    pub events: mpsc::UnboundedSender<Upstream>,
     pub taken: Arc<TakenPositions>,
     pub cursors: RoomCursors,
     pub established: Established,
@@ -112,6 +115,8 @@ enum Purpose {
     User(Pending),
     Sync,
     Ping,
+    /// Tells the server which device this connection is.
+    SetDevice,
 }
 
 /// The connection, or the way back to one.
@@ -176,7 +181,7 @@ pub(crate) struct Actor {
     settings: Settings,
     credentials: Credentials,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<ClientEvent>,
+    events: mpsc::UnboundedSender<Upstream>,
     taken: Arc<TakenPositions>,
     cursors: RoomCursors,
     rooms: HashMap<RoomId, RoomInfo>,
@@ -222,9 +227,18 @@ impl Actor {
         actor
     }
 
+    /// The first request on every connection: which device this is. Its entries
+    /// carry the device, and MLS requests need it.
+    async fn announce_device(&mut self) {
+        if matches!(self.link, Link::Up(_)) {
+            self.send(Purpose::SetDevice).await;
+        }
+    }
+
     /// Runs until closed or until it gives up.
     #[tracing::instrument(name = "client", skip_all, fields(server = %self.settings.server))]
     pub(crate) async fn run(mut self) {
+        self.announce_device().await;
         if self.settings.sync {
             self.request_sync().await;
         }
@@ -340,7 +354,7 @@ impl Actor {
 
     fn emit(&self, event: ClientEvent) {
         // A dropped stream means nobody wants events; that is not an error.
-        let _ = self.events.send(event);
+        let _ = self.events.send(Upstream::Event(event));
     }
 
     fn emit_accepted(&self, accepted: Accepted) {
@@ -356,7 +370,7 @@ impl Actor {
             tracing::warn!("too many entries buffered behind a gap; relying on sync");
         }
         for delivery in accepted.delivered {
-            self.emit(ClientEvent::Entry {
+            let _ = self.events.send(Upstream::Entry {
                 entry: delivery.entry,
                 live: delivery.live,
             });
@@ -389,6 +403,9 @@ impl Actor {
                 limit: self.settings.sync_page,
             },
             Purpose::Ping => Request::Ping,
+            Purpose::SetDevice => Request::SetDevice {
+                device: self.settings.device,
+            },
         };
         let kind = request.kind();
         let mut frame = BytesMut::new();
@@ -401,7 +418,7 @@ impl Actor {
                     tracing::warn!(cause = %err, "cannot encode a sync request");
                     self.sync = SyncState::Idle;
                 }
-                Purpose::Ping => {}
+                Purpose::Ping | Purpose::SetDevice => {}
             }
             return;
         }
@@ -448,6 +465,14 @@ impl Actor {
                             up.ping_in_flight = false;
                         }
                     }
+                    Some(Purpose::SetDevice) => {
+                        if let Err(err) = result {
+                            tracing::warn!(cause = %err, "the server refused this device");
+                            self.emit(ClientEvent::Warning(format!(
+                                "the server refused this device: {err}"
+                            )));
+                        }
+                    }
                     None => tracing::debug!(id = id.0, "response to an unknown request"),
                 }
             }
@@ -482,10 +507,18 @@ impl Actor {
                 self.emit(ClientEvent::Room(info));
                 false
             }
-            // End-to-end encryption events are not handled by the client core yet.
-            Event::Welcome { .. } | Event::Ephemeral { .. } | Event::IdentityChanged { .. } => {
+            Event::Welcome { device, welcome } => {
+                if device == self.settings.device {
+                    let _ = self.events.send(Upstream::Welcome(welcome));
+                }
                 false
             }
+            Event::IdentityChanged { user } => {
+                let _ = self.events.send(Upstream::IdentityChanged(user));
+                false
+            }
+            // Typing and other ephemeral payloads have no front end yet.
+            Event::Ephemeral { .. } => false,
         }
     }
 
@@ -686,6 +719,7 @@ impl Actor {
                     return;
                 }
                 self.install(*established);
+                self.announce_device().await;
                 tracing::info!(attempt, "reconnected");
                 self.emit(ClientEvent::Connection(ConnectionState::Connected));
                 while let Some(pending) = self.queue.pop_front() {

@@ -132,6 +132,9 @@ pub enum ClientError {
     /// The profile could not be read or written.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// End-to-end encryption failed (keys, local history, a group operation).
+    #[error(transparent)]
+    E2e(Box<crate::secure::E2eError>),
 }
 
 impl ClientError {

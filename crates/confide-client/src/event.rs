@@ -6,8 +6,9 @@
 //! This module must not touch the network or the profile.
 
 use crate::address::ServerAddress;
+use crate::entry::Entry;
 use crate::fingerprint::Fingerprint;
-use confide_proto::{LogEntry, RoomId, RoomInfo, Seq, UserName};
+use confide_proto::{RoomId, RoomInfo, Seq, UserName};
 use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,11 +20,11 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// A room log entry (a message or a membership change), delivered once and in
-    /// sequence order per room.
+    /// A room log entry (a message, decrypted or with the reason it cannot be read; a
+    /// membership change; a commit), delivered once and in sequence order per room.
     Entry {
         /// The entry.
-        entry: LogEntry,
+        entry: Entry,
         /// Whether it arrived live (`false`: caught up by a sync after being away).
         live: bool,
     },
@@ -51,6 +52,17 @@ pub enum ClientEvent {
         server: ServerAddress,
         /// Its certificate's fingerprint.
         fingerprint: Fingerprint,
+    },
+    /// A user who shares a room with this one published a new identity key or a new
+    /// device list. A new identity key of a verified user must be shown loudly: it is
+    /// either a reinstall or an attack, and only comparing safety numbers again tells.
+    IdentityChanged {
+        /// Who.
+        user: UserName,
+        /// The identity key changed (not only the device list).
+        key_changed: bool,
+        /// The user had been verified before the change (verification is reset).
+        was_verified: bool,
     },
     /// Something the user may want to know that is not an error (for example that
     /// entries were skipped because the server no longer has them).
@@ -222,17 +234,18 @@ impl TakenPositions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confide_proto::{EntryKind, Timestamp};
+    use crate::entry::{Content, Unreadable};
+    use confide_proto::Timestamp;
 
     fn entry_event(room: u64, seq: u64) -> ClientEvent {
         ClientEvent::Entry {
-            entry: LogEntry {
+            entry: Entry {
                 room: RoomId(room),
                 seq: Seq(seq),
                 timestamp: Timestamp(0),
                 sender: UserName::parse("bob").unwrap(),
                 device: None,
-                kind: EntryKind::Message { body: Vec::new() },
+                content: Content::Unreadable(Unreadable::BeforeJoin),
             },
             live: true,
         }

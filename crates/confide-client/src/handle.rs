@@ -7,14 +7,17 @@
 //! it only talks to the actor (and the profile, for `logout`).
 
 use crate::address::ServerAddress;
-use crate::body;
 use crate::connection::{Command, reply_kind};
+use crate::entry::Entry;
 use crate::error::ClientError;
 use crate::fingerprint::Fingerprint;
 use crate::profile::Profile;
+use crate::secure::{SecureCommand, Verification};
+use confide_crypto::payload::Payload;
+use confide_crypto::shared_key::SharedKey;
 use confide_proto::{
-    ErrorCode, LogEntry, MemberInfo, MessageNonce, ProtoError, Reply, Request, RoomId, RoomInfo,
-    RoomKind, RoomName, Seq, Target, Timestamp, UserId, UserName,
+    ErrorCode, MemberInfo, ProtoError, Reply, Request, RoomId, RoomInfo, RoomKind, RoomName, Seq,
+    Target, Timestamp, UserId, UserName,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -59,10 +62,27 @@ pub struct SentAck {
 /// One page of a room's history, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
-    /// The entries.
-    pub entries: Vec<LogEntry>,
+    /// The entries, decrypted.
+    pub entries: Vec<Entry>,
     /// Whether older entries exist.
     pub more: bool,
+}
+
+/// Where the key of a shared-key room comes from.
+pub enum RoomKey {
+    /// A Fernet key file (`confide keygen`, or the original programs' `secret.key`).
+    File(SharedKey),
+    /// A passphrase, stretched with Argon2id and the room's salt.
+    Passphrase(zeroize::Zeroizing<String>),
+}
+
+impl std::fmt::Debug for RoomKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoomKey::File(_) => f.write_str("RoomKey::File(..)"),
+            RoomKey::Passphrase(_) => f.write_str("RoomKey::Passphrase(..)"),
+        }
+    }
 }
 
 /// A cloneable handle to a running client. All clones talk to the same connection.
@@ -74,6 +94,7 @@ pub struct ClientHandle {
 #[derive(Debug)]
 struct Inner {
     commands: mpsc::Sender<Command>,
+    secure: mpsc::Sender<SecureCommand>,
     account: Account,
     server: ServerInfo,
     profile: Profile,
@@ -84,6 +105,7 @@ struct Inner {
 impl ClientHandle {
     pub(crate) fn new(
         commands: mpsc::Sender<Command>,
+        secure: mpsc::Sender<SecureCommand>,
         account: Account,
         server: ServerInfo,
         profile: Profile,
@@ -91,6 +113,7 @@ impl ClientHandle {
         ClientHandle {
             inner: Arc::new(Inner {
                 commands,
+                secure,
                 account,
                 server,
                 profile,
@@ -134,41 +157,92 @@ impl ClientHandle {
         answer.await.map_err(|_| ClientError::Closed)?
     }
 
-    /// Sends a message body. It is acknowledged only once stored; if the connection
-    /// drops first it is resent with the same nonce, so it is stored exactly once.
+    /// Asks the end-to-end layer and waits for its answer.
+    async fn secure<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> SecureCommand,
+    ) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .secure
+            .send(command(reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends a message, end-to-end encrypted for the room's group (or with the room's
+    /// shared key). It is acknowledged only once stored; if the connection drops first
+    /// it is resent unchanged, so it is stored exactly once. The plaintext is kept in
+    /// the local history, since MLS cannot decrypt one's own messages.
     ///
     /// # Errors
     /// As [`ClientHandle::request`]; for example `NoSuchRoom`, `NotMember` or
-    /// `NoSuchUser` from the server.
-    pub async fn send(&self, target: Target, body: Vec<u8>) -> Result<SentAck, ClientError> {
-        let nonce = MessageNonce(rand::random());
-        match self
-            .request(Request::Send {
-                target,
-                nonce,
-                body,
-            })
-            .await?
-        {
-            Reply::Sent {
-                room,
-                seq,
-                timestamp,
-            } => Ok(SentAck {
-                room,
-                seq,
-                timestamp,
-            }),
-            other => Err(unexpected("send", &other)),
-        }
+    /// `NoSuchUser` from the server; [`ClientError::E2e`] if the payload is invalid or
+    /// the room's group cannot be joined.
+    pub async fn send(&self, target: Target, payload: Payload) -> Result<SentAck, ClientError> {
+        self.secure(|reply| SecureCommand::Send {
+            target,
+            payload,
+            reply,
+        })
+        .await
     }
 
-    /// Sends a text message (see [`body::encode_text`]).
+    /// Sends a text message (see [`ClientHandle::send`]).
     ///
     /// # Errors
     /// As [`ClientHandle::send`].
     pub async fn send_text(&self, target: Target, text: &str) -> Result<SentAck, ClientError> {
-        self.send(target, body::encode_text(text)).await
+        self.send(
+            target,
+            Payload::Text {
+                text: text.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Fetches `user`'s identity, checks it against what is pinned, and returns the
+    /// safety number of this account and theirs.
+    ///
+    /// # Errors
+    /// [`ClientError::E2e`] if they never published an identity or it does not verify.
+    pub async fn verification(&self, user: &UserName) -> Result<Verification, ClientError> {
+        let user = user.clone();
+        self.secure(|reply| SecureCommand::Verification { user, reply })
+            .await
+    }
+
+    /// Records that the user compared the safety number with `user` and it matched;
+    /// `false` if `user` was never looked up.
+    ///
+    /// # Errors
+    /// If the keys cannot be saved.
+    pub async fn mark_verified(&self, user: &UserName) -> Result<bool, ClientError> {
+        let user = user.clone();
+        self.secure(|reply| SecureCommand::MarkVerified { user, reply })
+            .await
+    }
+
+    /// Waits until this device's end-to-end keys are published (done once per
+    /// connection start, before any message is sent).
+    ///
+    /// # Errors
+    /// If publishing failed.
+    pub async fn keys_published(&self) -> Result<(), ClientError> {
+        self.secure(|reply| SecureCommand::Published { reply })
+            .await
+    }
+
+    /// Keeps the key of a shared-key room in this profile (sealed), so that its
+    /// messages can be sent and read.
+    ///
+    /// # Errors
+    /// If the local history cannot be written.
+    pub async fn set_room_key(&self, room: RoomId, key: SharedKey) -> Result<(), ClientError> {
+        self.secure(|reply| SecureCommand::SetRoomKey { room, key, reply })
+            .await
     }
 
     /// The id of the room called `name` (resolved with [`ClientHandle::rooms`], then
@@ -233,7 +307,8 @@ impl ClientHandle {
     }
 
     /// Up to `limit` entries of a room before `before` (the newest if `None`), oldest
-    /// first.
+    /// first, decrypted (messages come from the local history: the room is caught up
+    /// first).
     ///
     /// # Errors
     /// As [`ClientHandle::request`].
@@ -243,17 +318,13 @@ impl ClientHandle {
         before: Option<Seq>,
         limit: u32,
     ) -> Result<HistoryPage, ClientError> {
-        match self
-            .request(Request::History {
-                room,
-                before,
-                limit,
-            })
-            .await?
-        {
-            Reply::History { entries, more } => Ok(HistoryPage { entries, more }),
-            other => Err(unexpected("history", &other)),
-        }
+        self.secure(|reply| SecureCommand::History {
+            room,
+            before,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Creates a room owned by the user.
@@ -274,6 +345,52 @@ impl ClientHandle {
             },
         )
         .await
+    }
+
+    /// Creates a shared-key room (weaker than MLS: for people coming from the
+    /// original programs) and keeps its key in this profile. A passphrase room gets a
+    /// random salt, stored with the room, so every member derives the same key.
+    ///
+    /// # Errors
+    /// As [`ClientHandle::create_room`]; [`ClientError::E2e`] for an empty passphrase.
+    pub async fn create_shared_key_room(
+        &self,
+        name: RoomName,
+        private: bool,
+        key: RoomKey,
+    ) -> Result<RoomInfo, ClientError> {
+        let salt = match &key {
+            RoomKey::File(_) => None,
+            RoomKey::Passphrase(_) => Some(rand::random::<[u8; 16]>()),
+        };
+        // Derive first: a bad passphrase must not leave a keyless room behind.
+        let shared = derive_room_key(key, salt)?;
+        let info = self
+            .room_reply(
+                "create_room",
+                Request::CreateRoom {
+                    name: name.to_string(),
+                    private,
+                    encryption: confide_proto::RoomEncryption::SharedKey { salt },
+                },
+            )
+            .await?;
+        self.set_room_key(info.id, shared).await?;
+        Ok(info)
+    }
+
+    /// Keeps the key of a shared-key room this user is in (from its key file or
+    /// passphrase, with the room's salt).
+    ///
+    /// # Errors
+    /// [`ClientError::E2e`] if the room is not a shared-key room, the kind of key does
+    /// not match the room, or the passphrase is empty.
+    pub async fn add_room_key(&self, room: &RoomInfo, key: RoomKey) -> Result<(), ClientError> {
+        let confide_proto::RoomEncryption::SharedKey { salt } = room.encryption else {
+            return Err(crate::secure::E2eError::NotSharedKey(room.label()).into());
+        };
+        let shared = derive_room_key(key, salt)?;
+        self.set_room_key(room.id, shared).await
     }
 
     /// Joins a public room, or a private one the user was invited to.
@@ -447,6 +564,27 @@ impl ClientHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, info.id);
+    }
+}
+
+/// The key of a shared-key room from what the user gave and the room's salt.
+fn derive_room_key(key: RoomKey, salt: Option<[u8; 16]>) -> Result<SharedKey, ClientError> {
+    use crate::secure::E2eError;
+    match (key, salt) {
+        (RoomKey::File(key), None) => Ok(key),
+        (RoomKey::Passphrase(passphrase), Some(salt)) => SharedKey::from_passphrase(
+            &passphrase,
+            &confide_crypto::shared_key::Salt::from_bytes(salt),
+        )
+        .map_err(|err| E2eError::RoomKey(err).into()),
+        (RoomKey::File(_), Some(_)) => Err(E2eError::RoomKeyKind(
+            "this room's key comes from a passphrase, not a key file",
+        )
+        .into()),
+        (RoomKey::Passphrase(_), None) => Err(E2eError::RoomKeyKind(
+            "this room's key comes from a key file, not a passphrase",
+        )
+        .into()),
     }
 }
 

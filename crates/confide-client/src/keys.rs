@@ -7,6 +7,7 @@
 //! a random key file beside it, readable only by the owner.
 
 use crate::profile::{Profile, ProfileError, create_private_dir, write_atomic};
+use crate::secure::store::{LocalStore, StoreError};
 use confide_crypto::at_rest::{self, StateKey};
 use confide_crypto::{CryptoError, Device, TrustStore};
 use rand::RngCore;
@@ -19,6 +20,7 @@ const DEVICE_FILE: &str = "device.sealed";
 const TRUST_FILE: &str = "trust.sealed";
 const KEY_FILE: &str = "state.key";
 const SALT_FILE: &str = "state.salt";
+const HISTORY_FILE: &str = "history.db";
 
 /// Why the keys could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,14 @@ impl KeyStore {
             }
         };
         Ok(KeyStore { dir, key })
+    }
+
+    /// Opens the device's decrypted history, sealed under the same key.
+    ///
+    /// # Errors
+    /// If SQLite cannot open it.
+    pub fn open_history(&self) -> Result<LocalStore, StoreError> {
+        LocalStore::open(&self.dir.join(HISTORY_FILE), self.key.clone())
     }
 
     /// Loads the device's state, or creates a new device (identity key, device key and

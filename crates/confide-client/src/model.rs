@@ -39,10 +39,11 @@ pub use timeline::{DEFAULT_CAPACITY, LineKind, Row, Timeline, TimelineLine};
 
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use crate::entry::{Content, Entry, Protection};
     use crate::event::ClientEvent;
+    use confide_crypto::payload::{Envelope, MessageId, Payload};
     use confide_proto::{
-        EntryKind, LogEntry, MemberChange, Membership, RoomId, RoomInfo, RoomKind, RoomName, Seq,
-        Timestamp, UserName,
+        MemberChange, Membership, RoomId, RoomInfo, RoomKind, RoomName, Seq, Timestamp, UserName,
     };
 
     /// 2026-11-23T21:19:56.123Z
@@ -83,34 +84,41 @@ pub(crate) mod fixtures {
         )
     }
 
-    pub fn message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> LogEntry {
-        LogEntry {
+    pub fn message(room: u64, seq: u64, ts: i64, sender: &str, text: &str) -> Entry {
+        Entry {
             room: RoomId(room),
             seq: Seq(seq),
             timestamp: Timestamp(ts),
             sender: user(sender),
             device: None,
-            kind: EntryKind::Message {
-                body: text.as_bytes().to_vec(),
+            content: Content::Message {
+                envelope: Envelope {
+                    id: MessageId::from_bytes([0; 16]),
+                    sent_at_ms: 0,
+                    body: Payload::Text {
+                        text: text.to_owned(),
+                    },
+                },
+                protection: Protection::Mls,
             },
         }
     }
 
-    pub fn member(room: u64, seq: u64, by: &str, who: &str, change: MemberChange) -> LogEntry {
-        LogEntry {
+    pub fn member(room: u64, seq: u64, by: &str, who: &str, change: MemberChange) -> Entry {
+        Entry {
             room: RoomId(room),
             seq: Seq(seq),
             timestamp: Timestamp(TS),
             sender: user(by),
             device: None,
-            kind: EntryKind::Member {
+            content: Content::Member {
                 user: user(who),
                 change,
             },
         }
     }
 
-    pub fn live(entry: LogEntry) -> ClientEvent {
+    pub fn live(entry: Entry) -> ClientEvent {
         ClientEvent::Entry { entry, live: true }
     }
 }

@@ -29,6 +29,10 @@ pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_
 /// ahead they may be.
 const OUT_OF_ORDER_TOLERANCE: u32 = 16;
 const MAXIMUM_FORWARD_DISTANCE: u32 = 10_000;
+/// Epochs whose secrets are kept after a commit, to decrypt messages that were sent in
+/// an epoch just before a commit but are processed after it (the server orders the
+/// log, and a commit can land between a message and its processing).
+const MAX_PAST_EPOCHS: usize = 3;
 
 /// The openmls provider of one device: RustCrypto for the primitives, an in-memory store
 /// for keys and group state (sealed as a whole by [`Device::seal`]).
@@ -229,6 +233,7 @@ fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(
             OUT_OF_ORDER_TOLERANCE,
             MAXIMUM_FORWARD_DISTANCE,
@@ -378,6 +383,7 @@ impl Device {
             .ciphersuite(CIPHERSUITE)
             .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
             .use_ratchet_tree_extension(true)
+            .max_past_epochs(MAX_PAST_EPOCHS)
             .sender_ratchet_configuration(SenderRatchetConfiguration::new(
                 OUT_OF_ORDER_TOLERANCE,
                 MAXIMUM_FORWARD_DISTANCE,

@@ -158,7 +158,9 @@ impl Drop for TestServer {
 /// shutting down (restarts reuse their port).
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     let mut last = None;
-    for _ in 0..100 {
+    // Up to 30 s: a port just freed can be taken meanwhile by another test's server or
+    // an outgoing connection, which hold it until that test ends.
+    for _ in 0..600 {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => return Ok(listener),
             Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {

@@ -3,7 +3,7 @@
 
 use crate::TIMEOUT;
 use anyhow::{Context as _, Result, bail};
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,6 +43,16 @@ impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` with `data_dir`, and waits for it to print
     /// its address and fingerprint.
     pub fn start(data_dir: &Path) -> Result<ServerProcess> {
+        ServerProcess::start_logging(data_dir, "warn", None)
+    }
+
+    /// As [`ServerProcess::start`], with `RUST_LOG=rust_log`, and everything the
+    /// process writes (standard output and error) appended to `log` when given.
+    pub fn start_logging(
+        data_dir: &Path,
+        rust_log: &str,
+        log: Option<&Path>,
+    ) -> Result<ServerProcess> {
         let config = data_dir.join("test-config.toml");
         if !config.exists() {
             std::fs::create_dir_all(data_dir)?;
@@ -58,13 +68,30 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                ),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .context("cannot start confide-server")?;
         let stdout = child.stdout.take().context("no stdout")?;
+        let mut copy = match log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut addr = None;
@@ -72,6 +99,9 @@ impl ServerProcess {
             let mut reported = false;
             // Keep reading after reporting so the child never blocks on a full pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = copy.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 if let Some(rest) = line.split(" listening on ").nth(1) {
                     addr = rest.trim().parse::<SocketAddr>().ok();
                 }

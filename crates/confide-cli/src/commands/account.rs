@@ -6,7 +6,7 @@
 use super::{Context, print_out};
 use crate::cli::AccountArgs;
 use crate::password;
-use confide_client::{Auth, ClientError, Encryption};
+use confide_client::{Auth, ClientError};
 
 /// `confide register --user NAME`.
 ///
@@ -38,12 +38,10 @@ async fn start_session(context: &Context, args: AccountArgs, register: bool) -> 
     };
     let (client, _events) = context.connect_as(server.clone(), auth, false).await?;
     let username = client.user().username.clone();
-    // Publish this device's identity and KeyPackages so that others can add it to
-    // encrypted rooms and verify it.
-    let published = match Encryption::open(&client) {
-        Ok(encryption) => encryption.publish(&client).await,
-        Err(err) => Err(err),
-    };
+    // The client publishes this device's identity and KeyPackages as it starts, so
+    // that others can add it to encrypted rooms and verify it; wait for that before
+    // closing, or the device would stay unknown to others.
+    let published = client.keys_published().await;
     client.close().await;
     published?;
     print_out(format!("logged in as {username} on {server}"))?;

@@ -7,7 +7,7 @@
 use super::{Context, print_out, resolve_target};
 use crate::cli::HistoryArgs;
 use crate::output::{Human, RoomDirectory, json};
-use confide_proto::LogEntry;
+use confide_client::Entry;
 
 /// Most entries asked for per request.
 const PAGE: u32 = 200;
@@ -22,7 +22,7 @@ pub async fn history(context: &Context, args: HistoryArgs) -> anyhow::Result<()>
     let result = async {
         let mut directory = RoomDirectory::new();
         let (room, _place) = resolve_target(&client, &mut directory, &args.target).await?;
-        let mut pages: Vec<Vec<LogEntry>> = Vec::new();
+        let mut pages: Vec<Vec<Entry>> = Vec::new();
         let mut remaining = args.limit;
         let mut before = None;
         while remaining > 0 {
@@ -39,7 +39,7 @@ pub async fn history(context: &Context, args: HistoryArgs) -> anyhow::Result<()>
                 break;
             }
         }
-        let entries: Vec<LogEntry> = pages.into_iter().rev().flatten().collect();
+        let entries: Vec<Entry> = pages.into_iter().rev().flatten().collect();
         if context.json {
             for entry in &entries {
                 print_out(json::entry(&directory, entry, false))?;

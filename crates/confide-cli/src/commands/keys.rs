@@ -4,7 +4,6 @@
 use super::{Context, print_out};
 use crate::cli::{KeygenArgs, VerifyArgs};
 use anyhow::Context as _;
-use confide_client::Encryption;
 use confide_crypto::shared_key::SharedKey;
 use rand::RngCore;
 use std::io::Write;
@@ -63,27 +62,21 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 pub async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Result<()> {
     let (client, _events) = context.connect(false).await?;
     let result = async {
-        let encryption = Encryption::open(&client)?;
-        encryption.publish(&client).await?;
-        let shown = encryption.verification(&client, &args.user).await?;
-        anyhow::Ok((encryption, shown))
+        // The safety number is made from both published identities: wait until this
+        // device's is (the client publishes it as it starts).
+        client.keys_published().await?;
+        let shown = client.verification(&args.user).await?;
+        let mut key_changed = shown.key_changed;
+        let mut verified = shown.verified;
+        if args.confirm {
+            verified = client.mark_verified(&args.user).await?;
+            key_changed = false;
+        }
+        anyhow::Ok((shown.safety_number, verified, key_changed))
     }
     .await;
-    let (encryption, shown) = match result {
-        Ok(ok) => ok,
-        Err(err) => {
-            client.close().await;
-            return Err(err);
-        }
-    };
-    let mut key_changed = shown.key_changed;
-    let mut verified = shown.verified;
-    if args.confirm {
-        verified = encryption.mark_verified(&args.user)?;
-        key_changed = false;
-    }
     client.close().await;
-    let number = shown.safety_number;
+    let (number, verified, key_changed) = result?;
     if context.json {
         let emoji: Vec<serde_json::Value> = number
             .emoji_with_names()

@@ -11,7 +11,7 @@ use crate::cli::ListenArgs;
 use crate::output::{Human, RoomDirectory, json};
 use anyhow::bail;
 use confide_client::{ClientEvent, ClientHandle, ConnectionState, EventStream};
-use confide_proto::{EntryKind, RoomId};
+use confide_proto::RoomId;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -105,8 +105,9 @@ async fn run(
         if let Some(line) = line {
             print(&line)?;
         }
+        // Unreadable messages count too: they are messages that arrived.
         if let ClientEvent::Entry { entry, .. } = &event
-            && matches!(entry.kind, EntryKind::Message { .. })
+            && entry.is_message()
         {
             messages += 1;
             if args.count.is_some_and(|count| messages >= count) {

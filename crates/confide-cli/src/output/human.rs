@@ -2,17 +2,24 @@
 //!
 //! Times are shown in the time zone the caller passes (the local one in the binary,
 //! UTC in tests). Message text has control characters other than newline and tab
-//! replaced, so a message cannot move the cursor or recolour the terminal. Nothing here
-//! prints.
+//! replaced, so a message cannot move the cursor or recolour the terminal. Messages
+//! that cannot be read show why, security problems loudly; shared-key messages and
+//! rooms are labelled as weaker than MLS. Nothing here prints, and message text only
+//! ever goes to standard output.
 
 use super::{Line, RoomDirectory, local};
 use chrono::TimeZone;
-use confide_client::body::decode_text;
-use confide_client::{ClientEvent, ConnectionState};
+use confide_client::{ClientEvent, ConnectionState, Content, Entry, Protection, Unreadable};
 use confide_proto::{
-    EntryKind, LogEntry, MemberChange, MemberInfo, Membership, RoomInfo, RoomKind,
+    MemberChange, MemberInfo, Membership, RoomEncryption, RoomInfo, RoomKind, UserName,
 };
 use std::fmt::Display;
+
+/// Marks a message protected only by a shared key, before its sender's name.
+pub const SHARED_KEY_MARK: &str = "[shared key, weaker]";
+
+/// Marks a message rejected as an attack or a bug, before its reason.
+pub const ALERT_MARK: &str = "\u{26a0}";
 
 /// Formats for people in time zone `Tz`.
 #[derive(Debug, Clone)]
@@ -28,23 +35,32 @@ impl<Tz: TimeZone> Human<Tz>
 where
     Tz::Offset: Display,
 {
-    /// One log entry: `[21:19:56] alice: hello` or `[21:20:01] * bob joined`, with the
-    /// room prefix if enabled.
+    /// One log entry: `[21:19:56] alice: hello`, `[21:19:57] bob: [sent before this
+    /// device joined]` or `[21:20:01] * bob joined`, with the room prefix if enabled.
     #[must_use]
-    pub fn entry(&self, directory: &RoomDirectory, entry: &LogEntry) -> String {
+    pub fn entry(&self, directory: &RoomDirectory, entry: &Entry) -> String {
         let time = local(entry.timestamp, &self.tz).format("%H:%M:%S");
         let prefix = self.prefix(directory, entry);
-        match &entry.kind {
-            EntryKind::Message { body } => format!(
-                "{prefix}[{time}] {}: {}",
-                entry.sender,
-                sanitize(&decode_text(body))
-            ),
-            EntryKind::Member { user, change } => format!(
+        match &entry.content {
+            Content::Message { protection, .. } => {
+                let mark = match protection {
+                    Protection::SharedKey => format!("{SHARED_KEY_MARK} "),
+                    Protection::Mls => String::new(),
+                };
+                format!(
+                    "{prefix}[{time}] {mark}{}: {}",
+                    entry.sender,
+                    sanitize(&confide_client::summary(&entry.content))
+                )
+            }
+            Content::Unreadable(reason) => {
+                format!("{prefix}[{time}] {}: {}", entry.sender, unreadable(reason))
+            }
+            Content::Member { user, change } => format!(
                 "{prefix}[{time}] * {}",
-                member_change(&entry.sender.to_string(), &user.to_string(), *change)
+                member_change(entry.sender.as_str(), user.as_str(), *change)
             ),
-            EntryKind::Commit { epoch, .. } => format!(
+            Content::Commit { epoch } => format!(
                 "{prefix}[{time}] * {} updated the room's encryption (epoch {epoch})",
                 entry.sender
             ),
@@ -72,6 +88,19 @@ where
             ClientEvent::Warning(message) => {
                 Some(Line::Err(format!("confide: warning: {message}")))
             }
+            ClientEvent::IdentityChanged {
+                user,
+                key_changed,
+                was_verified,
+            } => {
+                let level = if is_loud(*key_changed, *was_verified) {
+                    "WARNING"
+                } else {
+                    "warning"
+                };
+                let text = identity_change(user, *key_changed, *was_verified);
+                Some(Line::Err(format!("confide: {level}: {text}")))
+            }
             _ => None,
         }
     }
@@ -79,7 +108,7 @@ where
     /// A page of history, oldest first, with a `--- 2026-11-23 ---` line wherever the
     /// day changes between two entries.
     #[must_use]
-    pub fn history(&self, directory: &RoomDirectory, entries: &[LogEntry]) -> Vec<String> {
+    pub fn history(&self, directory: &RoomDirectory, entries: &[Entry]) -> Vec<String> {
         let mut lines = Vec::with_capacity(entries.len());
         let mut previous_day = None;
         for entry in entries {
@@ -93,12 +122,49 @@ where
         lines
     }
 
-    fn prefix(&self, directory: &RoomDirectory, entry: &LogEntry) -> String {
+    fn prefix(&self, directory: &RoomDirectory, entry: &Entry) -> String {
         if self.show_room {
             format!("{} ", directory.place(entry.room).tag())
         } else {
             String::new()
         }
+    }
+}
+
+/// Why a message cannot be shown, in brackets; attacks and bugs marked with a warning
+/// sign so that they stand out: `⚠ [REJECTED: the ciphertext was tampered with]`.
+#[must_use]
+pub fn unreadable(reason: &Unreadable) -> String {
+    let text = format!("[{}]", sanitize(&reason.to_string()));
+    if reason.is_alert() {
+        format!("{ALERT_MARK} {text}")
+    } else {
+        text
+    }
+}
+
+/// Whether an identity change must be shown loudly: the identity key of a user who
+/// had been verified changed (a reinstall, or someone impersonating them).
+#[must_use]
+pub fn is_loud(key_changed: bool, was_verified: bool) -> bool {
+    key_changed && was_verified
+}
+
+/// What to tell people when `user` published a new identity key or device list.
+#[must_use]
+pub fn identity_change(user: &UserName, key_changed: bool, was_verified: bool) -> String {
+    if is_loud(key_changed, was_verified) {
+        format!(
+            "{user}'s identity key changed; they were verified; compare safety numbers \
+             again with `confide verify {user}`"
+        )
+    } else if key_changed {
+        format!(
+            "{user}'s identity key changed (a reinstall, or someone impersonating them); \
+             compare safety numbers with `confide verify {user}`"
+        )
+    } else {
+        format!("{user}'s list of devices changed")
     }
 }
 
@@ -152,12 +218,16 @@ pub fn room(info: &RoomInfo) -> String {
     } else {
         format!("{} members", info.member_count)
     };
-    format!(
+    let mut line = format!(
         "{:<24} {kind:<8} {membership:<8} {members:<12} {owner}",
         super::place_of(info).tag()
-    )
-    .trim_end()
-    .to_owned()
+    );
+    // Only the weaker kind is called out: MLS is what every room has by default.
+    if matches!(info.encryption, RoomEncryption::SharedKey { .. }) {
+        line.push_str("  ");
+        line.push_str(info.encryption.label());
+    }
+    line.trim_end().to_owned()
 }
 
 /// One line of `confide users`: `* alice (owner)` when online, `  bob` when not.
@@ -263,6 +333,104 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_messages_say_why_and_alerts_stand_out() {
+        let formatter = human(true);
+        let tampered = unreadable_entry(1, 6, TS, "mallory", Unreadable::Tampered);
+        assert_eq!(
+            formatter.entry(&directory(), &tampered),
+            "#lobby [21:19:56] mallory: \u{26a0} [REJECTED: the ciphertext was tampered with]"
+        );
+        let early = unreadable_entry(1, 2, TS, "bob", Unreadable::BeforeJoin);
+        assert_eq!(
+            formatter.entry(&directory(), &early),
+            "#lobby [21:19:56] bob: [sent before this device joined]"
+        );
+        assert_eq!(
+            super::unreadable(&Unreadable::UnknownDevice { device: 0x2a }),
+            "\u{26a0} [REJECTED: sent from device 000000000000002a, which is not on the \
+             sender's signed device list]"
+        );
+        // A failure reason cannot reach the terminal as escape sequences either.
+        assert_eq!(
+            super::unreadable(&Unreadable::Failed("bad\u{1b}[0m".to_owned())),
+            "[cannot decrypt: bad\u{fffd}[0m]"
+        );
+    }
+
+    #[test]
+    fn shared_key_messages_are_marked_as_weaker() {
+        let entry = shared_message(3, 5, TS, "alice", "over fernet");
+        let mut directory = directory();
+        directory.insert(shared_room());
+        assert_eq!(
+            human(true).entry(&directory, &entry),
+            "#ops [21:19:56] [shared key, weaker] alice: over fernet"
+        );
+        // Other payloads show as their summary.
+        let reaction = payload_message(
+            1,
+            7,
+            TS,
+            "bob",
+            confide_crypto::payload::Payload::Reaction {
+                target: confide_crypto::payload::MessageId::from_bytes([1; 16]),
+                emoji: "\u{1f44d}".to_owned(),
+                add: true,
+            },
+            Protection::Mls,
+        );
+        assert_eq!(
+            human(false).entry(&directory, &reaction),
+            "[21:19:56] bob: (reacted \u{1f44d} to 01010101010101010101010101010101)"
+        );
+    }
+
+    #[test]
+    fn commits() {
+        assert_eq!(
+            human(true).entry(&directory(), &commit_entry(1, 8, "bob", 4)),
+            "#lobby [21:20:01] * bob updated the room's encryption (epoch 4)"
+        );
+    }
+
+    #[test]
+    fn identity_changes_are_warnings_on_standard_error() {
+        let formatter = human(true);
+        let event = |key_changed, was_verified| {
+            formatter.event(
+                &directory(),
+                &ClientEvent::IdentityChanged {
+                    user: user("alice"),
+                    key_changed,
+                    was_verified,
+                },
+            )
+        };
+        assert_eq!(
+            event(true, true),
+            Some(Line::Err(
+                "confide: WARNING: alice's identity key changed; they were verified; compare \
+                 safety numbers again with `confide verify alice`"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            event(true, false),
+            Some(Line::Err(
+                "confide: warning: alice's identity key changed (a reinstall, or someone \
+                 impersonating them); compare safety numbers with `confide verify alice`"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            event(false, true),
+            Some(Line::Err(
+                "confide: warning: alice's list of devices changed".to_owned()
+            ))
+        );
+    }
+
+    #[test]
     fn events() {
         let formatter = human(true);
         let presence = ClientEvent::Presence {
@@ -354,6 +522,11 @@ mod tests {
         assert_eq!(
             room(&direct()),
             "@bob                     direct   joined   2 members    -"
+        );
+        assert_eq!(
+            room(&shared_room()),
+            "#ops                     private  joined   2 members    owner alice  shared key \
+             (weaker than MLS)"
         );
         let online = MemberInfo {
             user: user("alice"),

@@ -5,10 +5,9 @@
 
 use super::{Line, Place, RoomDirectory, place_of, utc};
 use chrono::SecondsFormat;
-use confide_client::body::decode_text;
-use confide_client::{ClientEvent, ConnectionState, SentAck};
+use confide_client::{ClientEvent, ConnectionState, Content, Entry, Protection, SentAck};
 use confide_proto::{
-    EntryKind, LogEntry, MemberInfo, Membership, RoomId, RoomInfo, RoomKind, Timestamp,
+    MemberInfo, Membership, RoomEncryption, RoomId, RoomInfo, RoomKind, Timestamp,
 };
 use serde::Serialize;
 
@@ -27,6 +26,42 @@ struct Message<'a> {
     sender: String,
     text: String,
     live: bool,
+    /// `"mls"` or `"shared_key"` (weaker).
+    protection: &'static str,
+    /// The id the sender gave the message, in hex (what replies and reactions name).
+    message_id: String,
+    /// What kind of message: `"text"`, `"reply"`, `"reaction"`...
+    payload: &'static str,
+}
+
+/// A message this device cannot show.
+#[derive(Serialize)]
+struct Unreadable<'a> {
+    #[serde(rename = "type")]
+    tag: &'static str,
+    room: &'a str,
+    room_id: u64,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<&'a str>,
+    seq: u64,
+    ts: String,
+    ts_ms: i64,
+    sender: String,
+    reason: String,
+    /// An attack or a bug (tampered, replayed, unknown device, not encrypted).
+    alert: bool,
+    live: bool,
+}
+
+/// A user sharing a room published a new identity key or device list.
+#[derive(Serialize)]
+struct IdentityChanged {
+    #[serde(rename = "type")]
+    tag: &'static str,
+    user: String,
+    key_changed: bool,
+    was_verified: bool,
 }
 
 #[derive(Serialize)]
@@ -82,6 +117,8 @@ struct Room {
     owner: Option<String>,
     members: u32,
     last_seq: u64,
+    /// `"mls"` or `"shared_key"` (weaker).
+    encryption: &'static str,
 }
 
 #[derive(Serialize)]
@@ -135,12 +172,15 @@ fn rfc3339(timestamp: Timestamp) -> String {
     utc(timestamp).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A log entry as a `message` or `member` object.
+/// A log entry as a `message`, `unreadable`, `member` or `commit` object.
 #[must_use]
-pub fn entry(directory: &RoomDirectory, entry: &LogEntry, live: bool) -> String {
+pub fn entry(directory: &RoomDirectory, entry: &Entry, live: bool) -> String {
     let place = directory.place(entry.room);
-    match &entry.kind {
-        EntryKind::Message { body } => to_line(&Message {
+    match &entry.content {
+        Content::Message {
+            envelope,
+            protection,
+        } => to_line(&Message {
             tag: "message",
             room: &place.label,
             room_id: entry.room.0,
@@ -150,10 +190,30 @@ pub fn entry(directory: &RoomDirectory, entry: &LogEntry, live: bool) -> String 
             ts: rfc3339(entry.timestamp),
             ts_ms: entry.timestamp.0,
             sender: entry.sender.to_string(),
-            text: decode_text(body),
+            text: confide_client::summary(&entry.content),
+            live,
+            protection: match protection {
+                Protection::Mls => "mls",
+                Protection::SharedKey => "shared_key",
+            },
+            message_id: envelope.id.to_string(),
+            payload: envelope.body.kind(),
+        }),
+        Content::Unreadable(reason) => to_line(&Unreadable {
+            tag: "unreadable",
+            room: &place.label,
+            room_id: entry.room.0,
+            kind: place.kind(),
+            peer: place.peer.as_deref(),
+            seq: entry.seq.0,
+            ts: rfc3339(entry.timestamp),
+            ts_ms: entry.timestamp.0,
+            sender: entry.sender.to_string(),
+            reason: reason.to_string(),
+            alert: reason.is_alert(),
             live,
         }),
-        EntryKind::Member { user, change } => to_line(&Member {
+        Content::Member { user, change } => to_line(&Member {
             tag: "member",
             room: &place.label,
             room_id: entry.room.0,
@@ -165,7 +225,7 @@ pub fn entry(directory: &RoomDirectory, entry: &LogEntry, live: bool) -> String 
             by: entry.sender.to_string(),
             live,
         }),
-        EntryKind::Commit { epoch, .. } => to_line(&Commit {
+        Content::Commit { epoch } => to_line(&Commit {
             tag: "commit",
             room: &place.label,
             room_id: entry.room.0,
@@ -185,9 +245,9 @@ pub fn entry(directory: &RoomDirectory, entry: &LogEntry, live: bool) -> String 
 pub fn event(directory: &RoomDirectory, event: &ClientEvent) -> Option<Line> {
     let line = match event {
         ClientEvent::Entry {
-            entry: log_entry,
+            entry: room_entry,
             live,
-        } => entry(directory, log_entry, *live),
+        } => entry(directory, room_entry, *live),
         ClientEvent::Presence { room, user, online } => {
             let place = directory.place(*room);
             to_line(&Presence {
@@ -202,6 +262,16 @@ pub fn event(directory: &RoomDirectory, event: &ClientEvent) -> Option<Line> {
         ClientEvent::Connection(state) => connection(state),
         ClientEvent::SyncComplete => to_line(&Tag {
             tag: "sync_complete",
+        }),
+        ClientEvent::IdentityChanged {
+            user,
+            key_changed,
+            was_verified,
+        } => to_line(&IdentityChanged {
+            tag: "identity_changed",
+            user: user.to_string(),
+            key_changed: *key_changed,
+            was_verified: *was_verified,
         }),
         ClientEvent::Warning(message) => {
             return Some(Line::Err(format!("confide: warning: {message}")));
@@ -258,6 +328,10 @@ pub fn room(info: &RoomInfo) -> String {
         owner: info.owner.as_ref().map(ToString::to_string),
         members: info.member_count,
         last_seq: info.last_seq.0,
+        encryption: match info.encryption {
+            RoomEncryption::Mls => "mls",
+            RoomEncryption::SharedKey { .. } => "shared_key",
+        },
     })
 }
 
@@ -291,6 +365,7 @@ pub fn sent(place: &Place, ack: &SentAck) -> String {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+    use confide_client::Unreadable;
     use confide_proto::{MemberChange, Seq};
     use std::time::Duration;
 
@@ -302,11 +377,53 @@ mod tests {
                 &message(1, 3, TS, "alice", "hi \"you\""),
                 true
             ),
-            r#"{"type":"message","room":"lobby","room_id":1,"kind":"room","seq":3,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"hi \"you\"","live":true}"#
+            r#"{"type":"message","room":"lobby","room_id":1,"kind":"room","seq":3,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"hi \"you\"","live":true,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#
         );
         assert_eq!(
             entry(&directory(), &message(9, 1, TS, "bob", "psst"), false),
-            r#"{"type":"message","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","text":"psst","live":false}"#
+            r#"{"type":"message","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","text":"psst","live":false,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#
+        );
+    }
+
+    #[test]
+    fn unreadable_and_shared_key_objects() {
+        assert_eq!(
+            entry(
+                &directory(),
+                &unreadable_entry(1, 6, TS, "mallory", Unreadable::Tampered),
+                true
+            ),
+            r#"{"type":"unreadable","room":"lobby","room_id":1,"kind":"room","seq":6,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"mallory","reason":"REJECTED: the ciphertext was tampered with","alert":true,"live":true}"#
+        );
+        assert_eq!(
+            entry(
+                &directory(),
+                &unreadable_entry(9, 1, TS, "bob", Unreadable::BeforeJoin),
+                false
+            ),
+            r#"{"type":"unreadable","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","reason":"sent before this device joined","alert":false,"live":false}"#
+        );
+        let mut directory = directory();
+        directory.insert(shared_room());
+        assert_eq!(
+            entry(
+                &directory,
+                &shared_message(3, 5, TS, "alice", "over fernet"),
+                true
+            ),
+            r#"{"type":"message","room":"ops","room_id":3,"kind":"room","seq":5,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"over fernet","live":true,"protection":"shared_key","message_id":"abababababababababababababababab","payload":"text"}"#
+        );
+        assert_eq!(
+            room(&shared_room()),
+            r#"{"type":"room","room_id":3,"name":"ops","kind":"private","membership":"joined","owner":"alice","members":2,"last_seq":4,"encryption":"shared_key"}"#
+        );
+    }
+
+    #[test]
+    fn commit_objects() {
+        assert_eq!(
+            entry(&directory(), &commit_entry(1, 8, "bob", 4), false),
+            r#"{"type":"commit","room":"lobby","room_id":1,"seq":8,"ts":"2026-11-23T21:20:01.123Z","ts_ms":1795468801123,"epoch":4,"by":"bob","live":false}"#
         );
     }
 
@@ -358,6 +475,14 @@ mod tests {
             r#"{"type":"sync_complete"}"#
         );
         assert_eq!(line(ClientEvent::Room(lobby())), room(&lobby()));
+        assert_eq!(
+            line(ClientEvent::IdentityChanged {
+                user: user("alice"),
+                key_changed: true,
+                was_verified: true
+            }),
+            r#"{"type":"identity_changed","user":"alice","key_changed":true,"was_verified":true}"#
+        );
         assert!(matches!(
             super::event(&directory(), &ClientEvent::Warning("w".to_owned())),
             Some(Line::Err(_))
@@ -368,11 +493,11 @@ mod tests {
     fn room_user_and_sent_objects() {
         assert_eq!(
             room(&lobby()),
-            r#"{"type":"room","room_id":1,"name":"lobby","kind":"public","membership":"joined","owner":null,"members":3,"last_seq":12}"#
+            r#"{"type":"room","room_id":1,"name":"lobby","kind":"public","membership":"joined","owner":null,"members":3,"last_seq":12,"encryption":"mls"}"#
         );
         assert_eq!(
             room(&direct()),
-            r#"{"type":"room","room_id":9,"name":"@bob","kind":"direct","peer":"bob","membership":"joined","owner":null,"members":2,"last_seq":2}"#
+            r#"{"type":"room","room_id":9,"name":"@bob","kind":"direct","peer":"bob","membership":"joined","owner":null,"members":2,"last_seq":2,"encryption":"mls"}"#
         );
         let place = directory().place(RoomId(1));
         assert_eq!(
@@ -404,6 +529,16 @@ mod tests {
     fn every_object_parses_and_has_a_type() {
         for text in [
             entry(&directory(), &message(1, 3, TS, "alice", "x"), true),
+            entry(
+                &directory(),
+                &unreadable_entry(1, 4, TS, "bob", Unreadable::Replayed),
+                true,
+            ),
+            entry(
+                &directory(),
+                &member_entry(1, 5, "bob", "bob", MemberChange::Left),
+                true,
+            ),
             room(&direct()),
         ] {
             let value: serde_json::Value = serde_json::from_str(&text).unwrap();

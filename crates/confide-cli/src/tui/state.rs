@@ -2,7 +2,8 @@
 //!
 //! The state holds the client core's view models ([`RoomList`], [`Timeline`],
 //! [`Presence`]) plus what only this screen has: the input line, the status line,
-//! scrolling, a help or room listing window, and messages sent but not yet stored. It
+//! a security alert, scrolling, a help or room listing window, and messages sent but
+//! not yet stored. It
 //! changes only through the `on_*` methods, one per kind of input (a key, a paste, a
 //! resize, a client event, the outcome of a request). Each returns the [`Effect`]s to
 //! carry out (requests to the server); their results come back as [`Outcome`]s.
@@ -222,6 +223,9 @@ pub struct AppState {
     pub syncing: bool,
     /// The status message.
     pub status: Option<Status>,
+    /// A security warning that stays until dismissed with Esc (the identity key of a
+    /// verified user changed), so that no routine status message hides it.
+    pub alert: Option<String>,
     /// The window over the conversation.
     pub overlay: Option<Overlay>,
     /// Messages sent and not yet in the timeline, oldest first.
@@ -256,6 +260,7 @@ impl AppState {
             connection: ConnectionState::Connected,
             syncing: true,
             status: None,
+            alert: None,
             overlay: None,
             pending: Vec::new(),
             scroll: 0,
@@ -352,7 +357,7 @@ impl AppState {
                 self.scroll = self.scroll.saturating_sub(page);
             }
             Action::Dismiss => {
-                if self.overlay.take().is_none() {
+                if self.overlay.take().is_none() && self.alert.take().is_none() {
                     self.status = None;
                 }
             }
@@ -410,6 +415,18 @@ impl AppState {
             }
             ClientEvent::SyncComplete => self.syncing = false,
             ClientEvent::Warning(message) => self.set_status(Level::Warning, message.clone()),
+            ClientEvent::IdentityChanged {
+                user,
+                key_changed,
+                was_verified,
+            } => {
+                let text = human::identity_change(user, *key_changed, *was_verified);
+                if human::is_loud(*key_changed, *was_verified) {
+                    self.alert = Some(text);
+                } else {
+                    self.set_status(Level::Warning, text);
+                }
+            }
             _ => {}
         }
         let selected_after = self.rooms.selected_id();

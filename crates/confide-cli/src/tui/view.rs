@@ -2,7 +2,9 @@
 //!
 //! Layout: the room list on the left, the conversation in the middle, the current
 //! room's online members on the right, the input line and the status line at the
-//! bottom. Narrow terminals drop the side panels. The conversation is wrapped here
+//! bottom. The conversation's title says how the room is protected (a shared-key room
+//! is weaker than MLS), messages that cannot be read say why, and security alerts are
+//! shown in red. Narrow terminals drop the side panels. The conversation is wrapped here
 //! (so scrolling counts screen rows) and bottom-aligned like a chat. Text from others
 //! has control characters neutralised before it reaches the terminal. This module must
 //! not change the state; [`super::state`] asks it for row counts to scroll.
@@ -12,7 +14,7 @@ use crate::output::{human, place_of};
 use chrono::{NaiveDate, NaiveDateTime};
 use confide_client::ConnectionState;
 use confide_client::model::{LineKind, Row, TimelineLine};
-use confide_proto::{RoomId, UserName};
+use confide_proto::{RoomEncryption, RoomId, UserName};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -129,6 +131,9 @@ fn draw_rooms(frame: &mut Frame<'_>, state: &AppState, area: Rect) {
         .iter()
         .map(|room| {
             let mut spans = vec![Span::raw(place_of(&room.info).tag())];
+            if is_shared_key(&room.info.encryption) {
+                spans.push(Span::styled(" (shared key)", warning_style()));
+            }
             if room.is_invitation() {
                 spans.push(Span::styled(" (invited)", Style::new().italic()));
             }
@@ -160,13 +165,24 @@ fn draw_conversation(frame: &mut Frame<'_>, state: &AppState, area: Rect) {
         frame.render_widget(hint, area);
         return;
     };
-    let mut title = format!(" {} ", place_of(&room.info).tag());
+    // Short, so that the scrolling and loading notes still fit after it.
+    let protection = match room.info.encryption {
+        RoomEncryption::Mls => Span::styled("[MLS]", Style::new().fg(Color::Green)),
+        RoomEncryption::SharedKey { .. } => {
+            Span::styled("[shared key, weaker than MLS]", warning_style())
+        }
+    };
+    let mut title = vec![
+        Span::raw(format!(" {} ", place_of(&room.info).tag())),
+        protection,
+        Span::raw(" "),
+    ];
     if state.loading_history(room.id()) {
-        title.push_str("(loading older messages) ");
+        title.push(Span::raw("(loading older messages) "));
     } else if state.scroll > 0 {
-        title.push_str("(scrolled up; PageDown returns) ");
+        title.push(Span::raw("(scrolled up; PageDown returns) "));
     }
-    let block = Block::bordered().title(title);
+    let block = Block::bordered().title(Line::from(title));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if room.is_invitation() {
@@ -268,11 +284,18 @@ fn draw_status(frame: &mut Frame<'_>, state: &AppState, area: Rect) {
         ConnectionState::Disconnected { reason } => (format!("disconnected: {reason}"), Color::Red),
         _ => ("connection changed".to_owned(), Color::Yellow),
     };
-    let mut spans = vec![
+    let mut spans = Vec::new();
+    if let Some(alert) = &state.alert {
+        spans.push(Span::styled(
+            format!(" WARNING: {} ", one_line(alert)),
+            Style::new().bg(Color::Red).fg(Color::White).bold(),
+        ));
+    }
+    spans.extend([
         Span::raw(" "),
         Span::styled(connection, Style::new().fg(color).bold()),
         Span::raw(format!(" | {} on {}", state.me, state.server)),
-    ];
+    ]);
     if let Some(status) = &state.status {
         let style = match status.level {
             Level::Info => Style::new(),
@@ -370,13 +393,29 @@ fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
         Item::Line(line) => {
             let time = format!("[{}] ", clock(state, line));
             match &line.kind {
-                LineKind::Message { text } => message_lines(
+                // The protection is not repeated on every line: the conversation's
+                // title says how the room is protected.
+                LineKind::Message { text, .. } => message_lines(
                     Span::styled(time, dim),
                     name_span(state, &line.sender),
                     text,
                     width,
                     Style::new(),
                 ),
+                LineKind::Unreadable { reason } => {
+                    let style = if reason.is_alert() {
+                        Style::new().fg(Color::Red).bold()
+                    } else {
+                        dim.italic()
+                    };
+                    message_lines(
+                        Span::styled(time, dim),
+                        name_span(state, &line.sender),
+                        &human::unreadable(reason),
+                        width,
+                        style,
+                    )
+                }
                 LineKind::Member { user, change } => {
                     let notice = format!(
                         "* {}",
@@ -410,6 +449,15 @@ fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
             )
         }
     }
+}
+
+fn is_shared_key(encryption: &RoomEncryption) -> bool {
+    matches!(encryption, RoomEncryption::SharedKey { .. })
+}
+
+/// How what is weaker than it should be is shown: shared-key rooms.
+fn warning_style() -> Style {
+    Style::new().fg(Color::Yellow).bold()
 }
 
 fn clock(state: &AppState, line: &TimelineLine) -> String {

@@ -6,8 +6,9 @@
 //! connection comes back and the front end seeds again the rooms it shows
 //! ([`Presence::is_known`] says which). This module must not request anything itself.
 
+use crate::entry::{Content, Entry};
 use crate::event::{ClientEvent, ConnectionState};
-use confide_proto::{EntryKind, LogEntry, MemberChange, MemberInfo, Membership, RoomId, UserName};
+use confide_proto::{MemberChange, MemberInfo, Membership, RoomId, UserName};
 use std::collections::{BTreeMap, HashMap};
 
 /// One member of a room.
@@ -115,8 +116,8 @@ impl Presence {
             .is_some_and(|member| member.online)
     }
 
-    fn note_entry(&mut self, entry: &LogEntry, live: bool) {
-        let EntryKind::Member { user, change } = &entry.kind else {
+    fn note_entry(&mut self, entry: &Entry, live: bool) {
+        let Content::Member { user, change } = &entry.content else {
             return;
         };
         let Some(members) = self.rooms.get_mut(&entry.room) else {

@@ -7,10 +7,9 @@
 //! rooms one left or was removed from) are not in the list. This module must not
 //! decide what a front end does when the selection changes; it only reports it.
 
+use crate::entry::Entry;
 use crate::event::ClientEvent;
-use confide_proto::{
-    EntryKind, LogEntry, Membership, RoomId, RoomInfo, RoomKind, RoomName, Timestamp, UserName,
-};
+use confide_proto::{Membership, RoomId, RoomInfo, RoomKind, RoomName, Timestamp, UserName};
 
 /// One room of a [`RoomList`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +279,7 @@ impl RoomList {
         Some(room)
     }
 
-    fn note_entry(&mut self, entry: &LogEntry) {
+    fn note_entry(&mut self, entry: &Entry) {
         let selected = self.selected == Some(entry.room);
         let Some(summary) = self.rooms.iter_mut().find(|s| s.info.id == entry.room) else {
             return;
@@ -294,10 +293,7 @@ impl RoomList {
         {
             summary.last_activity = Some(entry.timestamp);
         }
-        if !selected
-            && matches!(entry.kind, EntryKind::Message { .. })
-            && !entry.sender.same_as(&self.me)
-        {
+        if !selected && entry.is_message() && !entry.sender.same_as(&self.me) {
             summary.unread = summary.unread.saturating_add(1);
         }
     }

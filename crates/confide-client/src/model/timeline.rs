@@ -8,11 +8,9 @@
 //! function the front end chooses (its time zone). This module must not decode bodies
 //! any other way than through [`crate::body`], nor format text for people.
 
-use crate::body;
+use crate::entry::{self, Content, Entry, Protection, Unreadable};
 use crate::event::ClientEvent;
-use confide_proto::{
-    EntryKind, Epoch, LogEntry, MemberChange, Membership, RoomId, Seq, Timestamp, UserName,
-};
+use confide_proto::{Epoch, MemberChange, Membership, RoomId, Seq, Timestamp, UserName};
 use std::collections::{HashMap, VecDeque};
 
 /// Lines kept per room unless [`Timeline::with_capacity`] says otherwise.
@@ -36,10 +34,17 @@ pub struct TimelineLine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LineKind {
-    /// A message's text (see [`body::decode_text`]).
+    /// A decrypted message: its text, or a summary of what it does.
     Message {
         /// The text, as sent (front ends neutralise control characters when showing it).
         text: String,
+        /// How it was protected (shared-key rooms are weaker: front ends say so).
+        protection: Protection,
+    },
+    /// A message this device cannot show, and why (attacks are shown loudly).
+    Unreadable {
+        /// Why.
+        reason: Unreadable,
     },
     /// A membership change, made by the line's sender.
     Member {
@@ -67,16 +72,20 @@ pub enum Row<'a, D> {
 impl TimelineLine {
     /// The line for a log entry.
     #[must_use]
-    pub fn from_entry(entry: &LogEntry) -> TimelineLine {
-        let kind = match &entry.kind {
-            EntryKind::Message { body } => LineKind::Message {
-                text: body::decode_text(body),
+    pub fn from_entry(entry: &Entry) -> TimelineLine {
+        let kind = match &entry.content {
+            Content::Message { protection, .. } => LineKind::Message {
+                text: entry::summary(&entry.content),
+                protection: *protection,
             },
-            EntryKind::Member { user, change } => LineKind::Member {
+            Content::Unreadable(reason) => LineKind::Unreadable {
+                reason: reason.clone(),
+            },
+            Content::Member { user, change } => LineKind::Member {
                 user: user.clone(),
                 change: *change,
             },
-            EntryKind::Commit { epoch, .. } => LineKind::Commit { epoch: *epoch },
+            Content::Commit { epoch } => LineKind::Commit { epoch: *epoch },
         };
         TimelineLine {
             seq: entry.seq,
@@ -139,7 +148,7 @@ impl Timeline {
 
     /// Adds one entry in its place; returns `false` if the room already had it or it
     /// is older than what a full room keeps.
-    pub fn insert(&mut self, entry: &LogEntry) -> bool {
+    pub fn insert(&mut self, entry: &Entry) -> bool {
         let capacity = self.capacity;
         let room = self.rooms.entry(entry.room).or_default();
         let at = match room.lines.back() {
@@ -165,8 +174,8 @@ impl Timeline {
     /// Adds a page of older entries (from [`crate::ClientHandle::history`]), in any
     /// order and for any rooms, skipping those already present. Returns how many lines
     /// were added.
-    pub fn load_history<'a>(&mut self, entries: impl IntoIterator<Item = &'a LogEntry>) -> usize {
-        let mut entries: Vec<&LogEntry> = entries.into_iter().collect();
+    pub fn load_history<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+        let mut entries: Vec<&Entry> = entries.into_iter().collect();
         // Newest first, so that a page larger than the capacity keeps its newest part.
         entries.sort_by_key(|entry| std::cmp::Reverse((entry.room, entry.seq)));
         entries
@@ -294,7 +303,8 @@ mod tests {
         assert_eq!(
             lines[0].kind,
             LineKind::Message {
-                text: "five".to_owned()
+                text: "five".to_owned(),
+                protection: Protection::Mls,
             }
         );
         assert_eq!(lines[1].sender, user("bob"));
@@ -336,7 +346,8 @@ mod tests {
         assert_eq!(
             eleven.kind,
             LineKind::Message {
-                text: "live".to_owned()
+                text: "live".to_owned(),
+                protection: Protection::Mls,
             }
         );
         assert_eq!(timeline.load_history(&page), 0);
@@ -373,7 +384,7 @@ mod tests {
         assert_eq!(timeline.load_history(&[message(1, 2, TS, "bob", "old")]), 0);
         assert_eq!(seqs(&timeline, 1), [3, 4, 5]);
         // A page bigger than the capacity keeps its newest entries.
-        let page: Vec<LogEntry> = (1..=10)
+        let page: Vec<Entry> = (1..=10)
             .map(|seq| message(2, seq, TS, "bob", "p"))
             .collect();
         assert_eq!(timeline.load_history(&page), 3);

@@ -1,10 +1,10 @@
 //! The client core against a real server: messaging, pinning, reconnection and catch-up.
 
 use confide_client::{
-    Auth, Client, ClientConfig, ClientError, ClientEvent, ClientHandle, ConnectionState,
+    Auth, Client, ClientConfig, ClientError, ClientEvent, ClientHandle, ConnectionState, Entry,
     EventStream, Profile, ServerAddress,
 };
-use confide_proto::{EntryKind, LogEntry, Password, RoomKind, Target, UserName};
+use confide_proto::{Password, RoomKind, Target, UserName};
 use confide_testkit::{TIMEOUT, TestServer};
 use std::path::Path;
 
@@ -34,15 +34,12 @@ async fn register(server: &TestServer, profile: &Path, name: &str) -> (ClientHan
     connect(server, profile, auth).await.unwrap()
 }
 
-fn text(entry: &LogEntry) -> Option<String> {
-    match &entry.kind {
-        EntryKind::Message { body } => Some(String::from_utf8_lossy(body).into_owned()),
-        EntryKind::Member { .. } | EntryKind::Commit { .. } => None,
-    }
+fn text(entry: &Entry) -> Option<String> {
+    entry.text().map(str::to_owned)
 }
 
 /// Message texts from `events` until `count` have arrived (bounded by the timeout).
-async fn messages(events: &mut EventStream, count: usize) -> Vec<(LogEntry, bool)> {
+async fn messages(events: &mut EventStream, count: usize) -> Vec<(Entry, bool)> {
     let mut got = Vec::new();
     while got.len() < count {
         let event = tokio::time::timeout(TIMEOUT, events.next())

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod delivery;
 mod durability;
+mod e2e;
 mod hostile;
 mod messaging;
 mod protocol;

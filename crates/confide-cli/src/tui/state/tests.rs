@@ -1,6 +1,7 @@
 use super::*;
 use crate::tui::fixtures::*;
-use confide_client::HistoryPage;
+use confide_client::model::LineKind;
+use confide_client::{HistoryPage, Unreadable};
 use confide_proto::MemberChange;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::time::Duration;
@@ -604,4 +605,90 @@ fn terminal_events_reach_the_state() {
         KeyModifiers::CONTROL,
     )));
     assert!(state.quit);
+}
+
+#[test]
+fn unreadable_messages_become_lines_that_say_why() {
+    let mut state = started();
+    state.on_client_event(live(unreadable_entry(
+        1,
+        3,
+        TS,
+        "mallory",
+        Unreadable::Replayed,
+    )));
+    state.on_outcome(Outcome::History {
+        room: RoomId(1),
+        result: Ok(HistoryPage {
+            entries: vec![unreadable_entry(1, 1, TS, "bob", Unreadable::BeforeJoin)],
+            more: false,
+        }),
+    });
+    let kinds: Vec<&LineKind> = state
+        .timeline
+        .lines(RoomId(1))
+        .map(|line| &line.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            &LineKind::Unreadable {
+                reason: Unreadable::BeforeJoin
+            },
+            &LineKind::Unreadable {
+                reason: Unreadable::Replayed
+            },
+        ]
+    );
+}
+
+#[test]
+fn identity_changes_warn_and_verified_ones_stay_until_dismissed() {
+    let mut state = started();
+    state.on_client_event(ClientEvent::IdentityChanged {
+        user: user("bob"),
+        key_changed: false,
+        was_verified: false,
+    });
+    assert_eq!(
+        state.status,
+        Some(Status {
+            text: "bob's list of devices changed".to_owned(),
+            level: Level::Warning
+        })
+    );
+    assert_eq!(state.alert, None);
+    state.on_client_event(ClientEvent::IdentityChanged {
+        user: user("carol"),
+        key_changed: true,
+        was_verified: false,
+    });
+    let status = state.status.clone().unwrap();
+    assert_eq!(status.level, Level::Warning);
+    assert!(
+        status
+            .text
+            .starts_with("carol's identity key changed (a reinstall"),
+        "{status:?}"
+    );
+    assert_eq!(state.alert, None);
+
+    // A verified user's new identity key: loud, and kept past routine messages.
+    state.on_client_event(ClientEvent::IdentityChanged {
+        user: user("bob"),
+        key_changed: true,
+        was_verified: true,
+    });
+    let alert = "bob's identity key changed; they were verified; compare safety numbers \
+                 again with `confide verify bob`";
+    assert_eq!(state.alert.as_deref(), Some(alert));
+    state.on_outcome(Outcome::Done(Ok("left #dev".to_owned())));
+    state.on_client_event(ClientEvent::Warning("3 entries were skipped".to_owned()));
+    assert_eq!(state.alert.as_deref(), Some(alert));
+    // Esc dismisses the alert first, then the status message.
+    state.on_action(Action::Dismiss);
+    assert_eq!(state.alert, None);
+    assert!(state.status.is_some());
+    state.on_action(Action::Dismiss);
+    assert!(state.status.is_none());
 }

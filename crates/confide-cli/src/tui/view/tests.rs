@@ -2,8 +2,8 @@ use super::*;
 use crate::tui::fixtures::*;
 use crate::tui::input::Action;
 use crate::tui::state::{Outcome, Status};
-use confide_client::ClientEvent;
-use confide_proto::{MemberChange, MemberInfo, Seq};
+use confide_client::{ClientEvent, Unreadable};
+use confide_proto::{MemberChange, MemberInfo, Membership, RoomEncryption, Seq};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::time::Duration;
@@ -117,7 +117,7 @@ fn draws_rooms_conversation_members_input_and_status() {
         16,
         "the last row inside the border"
     );
-    assert!(rows[0].contains("┐┌ #lobby ─"), "{text}");
+    assert!(rows[0].contains("┐┌ #lobby [MLS] ─"), "{text}");
     // Who is online: alice and bob (the owner), not carol.
     assert!(text.contains("Online (2)"), "{text}");
     assert!(text.contains("│alice"), "{text}");
@@ -331,7 +331,7 @@ fn wrapping_prefers_spaces_and_splits_long_words() {
 fn the_title_says_when_older_messages_are_loading() {
     let mut state = state();
     state.start(vec![lobby()], None);
-    assert!(screen(&state, 100, 20)[0].contains("┌ #lobby (loading older messages) "));
+    assert!(screen(&state, 100, 20)[0].contains("┌ #lobby [MLS] (loading older messages) "));
     let empty = AppState::new(user("alice"), "h:1".to_owned(), utc_time);
     let text = screen(&empty, 100, 20).join("\n");
     assert!(text.contains("no conversation"), "{text}");
@@ -339,4 +339,98 @@ fn the_title_says_when_older_messages_are_loading() {
         text.contains("Join a room with /join ROOM, or /help."),
         "{text}"
     );
+}
+
+#[test]
+fn unreadable_messages_say_why_and_alerts_are_red() {
+    let mut state = opened(vec![lobby()]);
+    state.on_client_event(live(unreadable_entry(
+        1,
+        1,
+        TS,
+        "bob",
+        Unreadable::BeforeJoin,
+    )));
+    state.on_client_event(live(unreadable_entry(
+        1,
+        2,
+        TS,
+        "mallory",
+        Unreadable::Tampered,
+    )));
+    let mut terminal = Terminal::new(TestBackend::new(120, 20)).unwrap();
+    terminal.draw(|frame| draw(frame, &state)).unwrap();
+    let rows = screen(&state, 120, 20);
+    let early = row_with(&rows, "bob:");
+    assert!(
+        early.contains("[21:19:56] bob: [sent before this device joined]"),
+        "{early}"
+    );
+    let tampered = row_with(&rows, "mallory:");
+    assert!(
+        tampered
+            .contains("[21:19:56] mallory: \u{26a0} [REJECTED: the ciphertext was tampered with]"),
+        "{tampered}"
+    );
+    let y = u16::try_from(
+        rows.iter()
+            .position(|row| row.contains("REJECTED"))
+            .unwrap(),
+    )
+    .unwrap();
+    let x = u16::try_from(
+        rows[usize::from(y)]
+            .chars()
+            .position(|ch| ch == 'R')
+            .unwrap(),
+    )
+    .unwrap();
+    let cell = &terminal.backend().buffer()[(x, y)];
+    assert_eq!(cell.fg, Color::Red);
+    assert!(cell.modifier.contains(Modifier::BOLD));
+}
+
+#[test]
+fn shared_key_rooms_are_labelled_weaker() {
+    let mut ops = named(
+        3,
+        "ops",
+        confide_proto::RoomKind::Private,
+        Membership::Joined,
+    );
+    ops.encryption = RoomEncryption::SharedKey { salt: None };
+    let mut state = opened(vec![ops]);
+    state.on_client_event(live(shared_message(3, 1, TS, "bob", "hi")));
+    let rows = screen(&state, 100, 20);
+    let text = rows.join("\n");
+    assert!(
+        rows[0].contains("┌ #ops [shared key, weaker than MLS] ─"),
+        "{text}"
+    );
+    assert!(text.contains("│#ops (shared key)"), "{text}");
+    assert!(text.contains("[21:19:56] bob: hi"), "{text}");
+}
+
+#[test]
+fn a_changed_identity_of_a_verified_user_stays_on_the_status_line() {
+    let mut state = busy();
+    state.on_client_event(ClientEvent::IdentityChanged {
+        user: user("bob"),
+        key_changed: true,
+        was_verified: true,
+    });
+    state.on_outcome(Outcome::Done(Ok("invited carol to #lobby".to_owned())));
+    let rows = screen(&state, 200, 20);
+    assert!(
+        rows[19].starts_with(
+            " WARNING: bob's identity key changed; they were verified; compare safety numbers \
+             again with `confide verify bob`  connected | alice on 127.0.0.1:5555 | invited \
+             carol"
+        ),
+        "{}",
+        rows[19]
+    );
+    state.on_action(Action::Dismiss);
+    let rows = screen(&state, 200, 20);
+    assert!(rows[19].starts_with(" connected | alice"), "{}", rows[19]);
 }

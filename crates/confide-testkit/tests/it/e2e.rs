@@ -1,0 +1,361 @@
+//! End-to-end encryption through the client core against real servers: what members
+//! read, what the server never sees, and what a receiving client reports when a
+//! message is forged.
+
+use confide_client::{
+    Auth, Client, ClientConfig, ClientEvent, ClientHandle, Content, Entry, EventStream, KeyStore,
+    Profile, Protection, RoomKey, Unreadable,
+};
+use confide_crypto::payload::{Envelope, MessageId, Payload};
+use confide_crypto::shared_key::SharedKey;
+use confide_proto::{Password, Reply, Request, RoomId, Target, UserName};
+use confide_testkit::process::ServerProcess;
+use confide_testkit::raw::{RawClient, random_nonce};
+use confide_testkit::{TIMEOUT, TestServer, files_under};
+use std::net::SocketAddr;
+use std::path::Path;
+
+async fn register_at(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
+    let auth = Auth::Register {
+        username: UserName::parse(name).unwrap(),
+        password: Password(format!("{name} password")),
+    };
+    let config = ClientConfig::new(
+        addr.to_string().parse().unwrap(),
+        Profile::open(profile).unwrap(),
+        auth,
+    )
+    .sync(true);
+    let (client, events) = Client::connect(config).await.unwrap();
+    client.keys_published().await.unwrap();
+    (client, events)
+}
+
+/// The next message entry in `room` from someone else than `me` (bounded by the
+/// timeout).
+async fn next_message(events: &mut EventStream, room: RoomId) -> Entry {
+    next_message_not_from(events, room, None).await
+}
+
+async fn next_message_not_from(events: &mut EventStream, room: RoomId, me: Option<&str>) -> Entry {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended");
+        if let ClientEvent::Entry { entry, .. } = event
+            && entry.room == room
+            && entry.is_message()
+            && me.is_none_or(|me| entry.sender.as_str() != me)
+        {
+            return entry;
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_never_sees_a_canary_in_a_room_a_direct_message_or_a_shared_key_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let mut server = ServerProcess::start_logging(&data, "debug", Some(&log)).unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, mut alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
+
+    let canaries = [
+        "canary-room-7d41c2",
+        "canary-direct-9be03a",
+        "canary-shared-5f2e18",
+    ];
+    // A private room: alice creates it, invites bob, bob joins.
+    let room = alice
+        .create_room("hideout".parse().unwrap(), true)
+        .await
+        .unwrap();
+    alice.invite(room.id, "bob".parse().unwrap()).await.unwrap();
+    bob.join("hideout".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), canaries[0])
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_events, room.id).await;
+    assert_eq!(got.text(), Some(canaries[0]));
+    assert!(matches!(
+        got.content,
+        Content::Message {
+            protection: Protection::Mls,
+            ..
+        }
+    ));
+    // Bob answers: both directions work in the same group.
+    bob.send_text(Target::Room(room.id), "got it")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message_not_from(&mut alice_events, room.id, Some("alice"))
+            .await
+            .text(),
+        Some("got it")
+    );
+
+    // A direct message.
+    let ack = alice
+        .send_text(Target::User("bob".into()), canaries[1])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, ack.room).await.text(),
+        Some(canaries[1])
+    );
+
+    // A shared-key room (Fernet, for people coming from the original programs).
+    let key = SharedKey::generate(rand::random());
+    let shared = alice
+        .create_shared_key_room(
+            "oldschool".parse().unwrap(),
+            false,
+            RoomKey::File(key.clone()),
+        )
+        .await
+        .unwrap();
+    let joined = bob.join("oldschool".parse().unwrap()).await.unwrap();
+    bob.add_room_key(&joined, RoomKey::File(key)).await.unwrap();
+    alice
+        .send_text(Target::Room(shared.id), canaries[2])
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_events, shared.id).await;
+    assert_eq!(got.text(), Some(canaries[2]));
+    assert!(matches!(
+        got.content,
+        Content::Message {
+            protection: Protection::SharedKey,
+            ..
+        }
+    ));
+
+    // Each sender's own history shows its messages (MLS cannot decrypt one's own: the
+    // client kept the plaintext).
+    let page = alice.history(room.id, None, 50).await.unwrap();
+    let texts: Vec<&str> = page.entries.iter().filter_map(Entry::text).collect();
+    assert_eq!(texts, [canaries[0], "got it"]);
+
+    alice.close().await;
+    bob.close().await;
+    let status = server.terminate().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut searched = 0;
+    for path in files_under(&data).into_iter().chain([log.clone()]) {
+        let bytes = std::fs::read(&path).unwrap();
+        searched += 1;
+        for canary in canaries {
+            assert!(
+                !contains(&bytes, canary.as_bytes()),
+                "{canary} found in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        searched >= 3,
+        "the database, its WAL or log, and the server's output"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("listening on"), "the log was captured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_cannot_read_what_was_sent_before_joining() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, _alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
+    let room = alice
+        .create_room("club".parse().unwrap(), false)
+        .await
+        .unwrap();
+    alice
+        .send_text(Target::Room(room.id), "before carol")
+        .await
+        .unwrap();
+    let (carol, mut carol_events) = register_at(server.addr, profiles.1.path(), "carol").await;
+    carol.join("club".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "after carol")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut carol_events, room.id).await.text(),
+        Some("after carol")
+    );
+    // The server hands out history only from the join on, and the group could not
+    // have decrypted anything earlier anyway (shown in confide-crypto's tests).
+    let page = carol.history(room.id, None, 50).await.unwrap();
+    let messages: Vec<&Entry> = page.entries.iter().filter(|e| e.is_message()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].text(), Some("after carol"));
+    alice.close().await;
+    carol.close().await;
+}
+
+/// Logs in as `name` over the raw protocol and says which device this connection is.
+async fn raw_as(server: &TestServer, name: &str, device: u64) -> RawClient {
+    let mut raw = server.raw().await.unwrap();
+    raw.login(name).await.unwrap().unwrap();
+    raw.ok(Request::SetDevice {
+        device: confide_proto::DeviceId(device),
+    })
+    .await
+    .unwrap();
+    raw
+}
+
+/// Alice's events, skipping her own messages.
+struct Incoming(EventStream);
+
+impl Incoming {
+    async fn next(&mut self, room: RoomId) -> Entry {
+        next_message_not_from(&mut self.0, room, Some("alice")).await
+    }
+}
+
+fn text_envelope(text: &str) -> Vec<u8> {
+    Envelope {
+        id: MessageId::from_bytes(rand::random()),
+        sent_at_ms: 0,
+        body: Payload::Text {
+            text: text.to_owned(),
+        },
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
+    let room = alice
+        .create_room("den".parse().unwrap(), false)
+        .await
+        .unwrap();
+    bob.join("den".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "welcome")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, room.id).await.text(),
+        Some("welcome")
+    );
+    bob.close().await;
+
+    // Bob's real device, from his profile: on his signed list, in the group.
+    let keys = KeyStore::open(
+        &Profile::open(profiles.1.path()).unwrap(),
+        &server.address(),
+        "bob",
+    )
+    .unwrap();
+    let (mut state, created) = keys.load_or_create("bob").unwrap();
+    assert!(!created);
+    let device = state.device.id().device;
+    let mut raw = raw_as(&server, "bob", device).await;
+
+    // 1. A ciphertext with one byte flipped.
+    let mut tampered = state
+        .device
+        .encrypt(room.id.0, &text_envelope("x"))
+        .unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    raw.ok(Request::Send {
+        target: Target::Room(room.id),
+        nonce: random_nonce(),
+        body: tampered,
+    })
+    .await
+    .unwrap();
+    let mut alice_events = Incoming(alice_events);
+    assert_eq!(
+        alice_events.next(room.id).await.content,
+        Content::Unreadable(Unreadable::Tampered)
+    );
+
+    // 2. A valid message, then the same ciphertext again (the server stores both: it
+    // cannot tell; the client must).
+    let valid = state
+        .device
+        .encrypt(room.id.0, &text_envelope("once"))
+        .unwrap();
+    for _ in 0..2 {
+        raw.ok(Request::Send {
+            target: Target::Room(room.id),
+            nonce: random_nonce(),
+            body: valid.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(alice_events.next(room.id).await.text(), Some("once"));
+    assert_eq!(
+        alice_events.next(room.id).await.content,
+        Content::Unreadable(Unreadable::Replayed)
+    );
+
+    // 3. A device that is not on bob's signed list joins by external commit (the
+    // server cannot check lists) and sends.
+    let rogue_id = device.wrapping_add(1);
+    let mut rogue = confide_crypto::Device::create("bob", rogue_id).unwrap();
+    let mut raw = raw_as(&server, "bob", rogue_id).await;
+    let Reply::GroupInfo {
+        group_info, epoch, ..
+    } = raw
+        .ok(Request::FetchGroupInfo { room: room.id })
+        .await
+        .unwrap()
+    else {
+        panic!("expected a GroupInfo");
+    };
+    let prepared = rogue.prepare_external_join(room.id.0, &group_info).unwrap();
+    assert_eq!(prepared.epoch, epoch.0);
+    raw.ok(Request::Commit {
+        room: room.id,
+        epoch,
+        commit: prepared.commit,
+        group_info: prepared.group_info,
+        welcome: None,
+    })
+    .await
+    .unwrap();
+    rogue.commit_accepted(room.id.0).unwrap();
+    let forged = rogue
+        .encrypt(room.id.0, &text_envelope("trust me"))
+        .unwrap();
+    raw.ok(Request::Send {
+        target: Target::Room(room.id),
+        nonce: random_nonce(),
+        body: forged,
+    })
+    .await
+    .unwrap();
+    let got = alice_events.next(room.id).await;
+    assert_eq!(
+        got.content,
+        Content::Unreadable(Unreadable::UnknownDevice { device: rogue_id })
+    );
+    // The client is still fine: alice keeps chatting in the room.
+    alice
+        .send_text(Target::Room(room.id), "still here")
+        .await
+        .unwrap();
+    drop(state);
+    alice.close().await;
+}
