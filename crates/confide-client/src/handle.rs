@@ -442,7 +442,8 @@ impl ClientHandle {
                 user: user.to_string(),
             },
         )
-        .await
+        .await?;
+        self.remove_from_group(room).await
     }
 
     /// Removes a member and keeps them out (room owner only).
@@ -457,7 +458,16 @@ impl ClientHandle {
                 user: user.to_string(),
             },
         )
-        .await
+        .await?;
+        self.remove_from_group(room).await
+    }
+
+    /// Commits the removal of whoever is no longer a member from the room's group at
+    /// once, rather than at the next message, so that the removed devices lose the keys
+    /// of every later epoch.
+    async fn remove_from_group(&self, room: RoomId) -> Result<(), ClientError> {
+        self.secure(|reply| SecureCommand::Reconcile { room, reply })
+            .await
     }
 
     /// Lifts a ban (room owner only).

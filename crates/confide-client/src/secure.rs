@@ -80,6 +80,11 @@ pub(crate) enum SecureCommand {
         key: SharedKey,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// Brings the room's group in line with its members now (after a kick or ban).
+    Reconcile {
+        room: RoomId,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
     /// Answered once the device's keys are published (or publishing failed).
     Published {
         reply: oneshot::Sender<Result<(), ClientError>>,
@@ -695,6 +700,17 @@ impl Secure {
                 let marked = self.state.trust.mark_verified(&user.canonical());
                 self.unsaved = true;
                 let _ = reply.send(self.flush().map(|()| marked));
+            }
+            SecureCommand::Reconcile { room, reply } => {
+                // Only a group this device is in; a room nobody wrote in has none.
+                let result = if self.state.device.has_group(room.0) {
+                    self.dirty.insert(room);
+                    self.prepare_room(room).await
+                } else {
+                    Ok(())
+                };
+                let saved = self.flush();
+                let _ = reply.send(saved.and(result));
             }
             SecureCommand::Published { reply } => {
                 let result = match &self.publish_failed {

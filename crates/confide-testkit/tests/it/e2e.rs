@@ -359,3 +359,101 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     drop(state);
     alice.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_after() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, _alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
+    let room = alice
+        .create_room("circle".parse().unwrap(), false)
+        .await
+        .unwrap();
+    bob.join("circle".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "while bob is in")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, room.id).await.text(),
+        Some("while bob is in")
+    );
+    bob.close().await;
+    // Bob's device as it was when he was removed (a copy an attacker could keep).
+    let keys = KeyStore::open(
+        &Profile::open(profiles.1.path()).unwrap(),
+        &server.address(),
+        "bob",
+    )
+    .unwrap();
+    let (mut bob_state, _) = keys.load_or_create("bob").unwrap();
+    let epoch_before = bob_state.device.epoch(room.id.0).unwrap();
+
+    alice.kick(room.id, "bob".parse().unwrap()).await.unwrap();
+    // Before anyone writes again, the log already holds alice's commit removing bob.
+    let mut raw = server.raw().await.unwrap();
+    raw.login("alice").await.unwrap().unwrap();
+    let history = async |raw: &mut RawClient| {
+        let Reply::History { entries, .. } = raw
+            .ok(Request::History {
+                room: room.id,
+                before: None,
+                limit: 50,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("expected history");
+        };
+        entries
+    };
+    let before_message = history(&mut raw).await;
+    alice
+        .send_text(Target::Room(room.id), "after bob left")
+        .await
+        .unwrap();
+    let entries = history(&mut raw).await;
+    assert_eq!(entries[..before_message.len()], before_message[..]);
+    let kick = entries
+        .iter()
+        .position(|e| {
+            matches!(
+                &e.kind,
+                confide_proto::EntryKind::Member {
+                    change: confide_proto::MemberChange::Kicked,
+                    ..
+                }
+            )
+        })
+        .expect("the kick is logged");
+    let commit = entries
+        .iter()
+        .position(|e| {
+            matches!(e.kind, confide_proto::EntryKind::Commit { .. }) && e.seq > entries[kick].seq
+        })
+        .expect("a commit after the kick");
+    let message = entries
+        .iter()
+        .rposition(|e| matches!(e.kind, confide_proto::EntryKind::Message { .. }))
+        .unwrap();
+    assert!(
+        commit < message,
+        "the removal is committed before the next message"
+    );
+    // Bob's old device applies the commit that removes it, and cannot read on.
+    let confide_proto::EntryKind::Commit { data, epoch } = &entries[commit].kind else {
+        unreachable!()
+    };
+    assert_eq!(epoch.0, epoch_before);
+    match bob_state.device.process(room.id.0, data) {
+        Ok(confide_crypto::Incoming::Commit { self_removed, .. }) => assert!(self_removed),
+        Err(confide_crypto::CryptoError::Removed) => {}
+        other => panic!("expected the removal, got {other:?}"),
+    }
+    let confide_proto::EntryKind::Message { body } = &entries[message].kind else {
+        unreachable!()
+    };
+    assert!(bob_state.device.process(room.id.0, body).is_err());
+    alice.close().await;
+}
