@@ -150,13 +150,15 @@ fn deliver(job: Job, write: Option<Write>) {
     if let Some(Write::Append(append)) = write {
         let entry = append.entry;
         place = Some((entry.room, entry.seq, entry.timestamp));
-        if let Some(effect) = append.effect {
-            let _ = job.notify.send(Notice::Committed(effect));
-        }
         if let Some(frame) = encode(&ServerFrame::Event(Event::Entry(entry))) {
             for out in job.recipients.iter().chain(job.extra.iter()) {
                 out.push(frame.clone());
             }
+        }
+        // Only after the entry is queued: the room reacts to the notice with frames of its
+        // own (a removed member's room update), which must follow the entry they explain.
+        if let Some(effect) = append.effect {
+            let _ = job.notify.send(Notice::Committed(effect));
         }
     }
     for (out, frame) in job.pushes {

@@ -29,6 +29,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),
+        // Port 0: each test server gets its own free port.
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
     };
     config.argon2.memory_kib = 256;
@@ -90,7 +92,7 @@ impl TestServer {
     }
 
     async fn start_in(mut config: Config, data_dir: PathBuf) -> Result<TestServer> {
-        if config.listen.ip() != std::net::Ipv4Addr::LOCALHOST {
+        if !config.listen.ip().is_loopback() {
             config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         }
         let listener = bind(config.listen).await?;
