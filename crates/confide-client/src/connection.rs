@@ -517,8 +517,20 @@ impl Actor {
                 let _ = self.events.send(Upstream::IdentityChanged(user));
                 false
             }
-            // Typing and other ephemeral payloads have no front end yet.
-            Event::Ephemeral { .. } => false,
+            Event::Ephemeral {
+                room,
+                sender,
+                device,
+                body,
+            } => {
+                let _ = self.events.send(Upstream::Ephemeral {
+                    room,
+                    sender,
+                    device,
+                    body,
+                });
+                false
+            }
         }
     }
 

@@ -64,6 +64,16 @@ pub enum ClientEvent {
         /// The user had been verified before the change (verification is reset).
         was_verified: bool,
     },
+    /// Someone in a room started or stopped typing (an ephemeral, end-to-end encrypted
+    /// notice; see [`crate::model::Typing`] for how long to show it).
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        user: UserName,
+        /// Typing now, or stopped.
+        active: bool,
+    },
     /// Something the user may want to know that is not an error (for example that
     /// entries were skipped because the server no longer has them).
     Warning(String),

@@ -203,6 +203,24 @@ impl ClientHandle {
         .await
     }
 
+    /// Tells the room's other members that this user is typing (`active`) or stopped.
+    /// Call it on every edit of the input: notices go out at most every
+    /// [`crate::secure::live::TYPING_REPEAT`] per room, encrypted like messages but
+    /// relayed without being stored. A stop goes out only if a start did, and sending
+    /// a message ends typing without one. Returns whether a notice was sent (nothing is
+    /// sent in a room whose group this device has not joined yet).
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`], except that a group that moved on is not an error.
+    pub async fn typing(&self, room: RoomId, active: bool) -> Result<bool, ClientError> {
+        self.secure(|reply| SecureCommand::Typing {
+            room,
+            active,
+            reply,
+        })
+        .await
+    }
+
     /// Fetches `user`'s identity, checks it against what is pinned, and returns the
     /// safety number of this account and theirs.
     ///
@@ -466,7 +484,7 @@ impl ClientHandle {
     /// once, rather than at the next message, so that the removed devices lose the keys
     /// of every later epoch.
     async fn remove_from_group(&self, room: RoomId) -> Result<(), ClientError> {
-        self.secure(|reply| SecureCommand::Reconcile { room, reply })
+        self.secure(|reply| SecureCommand::RemoveDeparted { room, reply })
             .await
     }
 

@@ -9,7 +9,7 @@
 //! (positions are saved in the [`Profile`]).
 //!
 //! The [`model`] module holds the pure view models every front end draws from
-//! ([`RoomList`], [`Timeline`], [`Presence`]), updated by the same events.
+//! ([`RoomList`], [`Timeline`], [`Presence`], [`Typing`]), updated by the same events.
 //!
 //! This crate knows no UI library and never prints: front ends decide what to show. It
 //! never logs passwords, tokens or message contents.
@@ -61,7 +61,7 @@ pub use event::{ClientEvent, ConnectionState, EventStream};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use handle::{Account, ClientHandle, HistoryPage, RoomKey, SentAck, ServerInfo};
 pub use keys::{E2eState, KeyStore, KeyStoreError};
-pub use model::{Presence, RoomList, Timeline};
+pub use model::{Presence, RoomList, Timeline, Typing};
 pub use profile::{Profile, ProfileError, Session};
 pub use secure::group::KEY_PACKAGE_STOCK;
 pub use secure::{E2eError, Verification};

@@ -1,5 +1,5 @@
-//! Pure view models shared by every front end: [`RoomList`], [`Timeline`] and
-//! [`Presence`].
+//! Pure view models shared by every front end: [`RoomList`], [`Timeline`],
+//! [`Presence`] and [`Typing`].
 //!
 //! Each model is plain data that a front end updates with `apply(&ClientEvent)` for
 //! everything the [`crate::EventStream`] delivers, and with the answers to requests it
@@ -7,7 +7,7 @@
 //! the terminal UI and the desktop app draw the same state, and that state is tested
 //! without a terminal or a window.
 //!
-//! This module must not do I/O, read the clock, talk to the connection actor or depend
+//! This module must not do I/O, read the clock (time-dependent models take `now`), talk to the connection actor or depend
 //! on any UI library. Showing times in a time zone and text for people is the front
 //! end's job: the models keep server timestamps and decoded text.
 //!
@@ -32,10 +32,12 @@
 mod presence;
 mod room_list;
 mod timeline;
+mod typing;
 
 pub use presence::{MemberState, Presence};
 pub use room_list::{RoomList, RoomSummary};
 pub use timeline::{DEFAULT_CAPACITY, LineKind, Row, Timeline, TimelineLine};
+pub use typing::{TYPING_SHOWN_FOR, Typing};
 
 #[cfg(test)]
 pub(crate) mod fixtures {

@@ -16,6 +16,7 @@
 //! It must never log message text or keys.
 
 pub mod group;
+pub mod live;
 pub mod store;
 
 use crate::connection::Command;
@@ -49,6 +50,13 @@ pub(crate) enum Upstream {
     Welcome(PendingWelcome),
     /// A user published a new identity or device list.
     IdentityChanged(UserName),
+    /// An ephemeral message (a typing notice) relayed without being stored.
+    Ephemeral {
+        room: RoomId,
+        sender: UserName,
+        device: Option<DeviceId>,
+        body: Vec<u8>,
+    },
     /// Anything else, passed on unchanged.
     Event(ClientEvent),
 }
@@ -80,8 +88,15 @@ pub(crate) enum SecureCommand {
         key: SharedKey,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
-    /// Brings the room's group in line with its members now (after a kick or ban).
-    Reconcile {
+    /// Sends a typing notice (throttled); answers whether one went out.
+    Typing {
+        room: RoomId,
+        active: bool,
+        reply: oneshot::Sender<Result<bool, ClientError>>,
+    },
+    /// Removes from the room's group the devices of users who are no longer members
+    /// (at once, after a kick or ban).
+    RemoveDeparted {
         room: RoomId,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
@@ -214,6 +229,10 @@ pub(crate) struct Secure {
     unsaved_processed: HashMap<u64, u64>,
     /// Why publishing this device's keys failed, if it did.
     publish_failed: Option<String>,
+    /// When this device last said it was typing, per room.
+    typing_sent: HashMap<RoomId, tokio::time::Instant>,
+    /// Rooms where someone left, and when to check that their devices were removed.
+    departures: HashMap<RoomId, tokio::time::Instant>,
 }
 
 /// What the task starts with.
@@ -262,6 +281,8 @@ impl Secure {
             unsaved: false,
             unsaved_processed: HashMap::new(),
             publish_failed: None,
+            typing_sent: HashMap::new(),
+            departures: HashMap::new(),
         })
     }
 
@@ -276,6 +297,7 @@ impl Secure {
         }
         let mut commands_open = true;
         loop {
+            let departure = self.next_departure();
             tokio::select! {
                 biased;
                 item = self.upstream.recv() => {
@@ -286,6 +308,9 @@ impl Secure {
                     Some(command) => self.on_command(command).await,
                     None => commands_open = false,
                 },
+                () = tokio::time::sleep_until(
+                    departure.unwrap_or_else(tokio::time::Instant::now)
+                ), if departure.is_some() => self.run_departures().await,
             }
         }
         if let Err(err) = self.flush() {
@@ -359,6 +384,22 @@ impl Secure {
                 Upstream::IdentityChanged(user) => {
                     if let Some(warning) = self.on_identity_changed(&user).await {
                         out.push(warning);
+                    }
+                }
+                Upstream::Ephemeral {
+                    room,
+                    sender,
+                    device,
+                    body,
+                } => {
+                    let ephemeral = live::EphemeralIn {
+                        room,
+                        sender,
+                        device,
+                        body,
+                    };
+                    if let Some(event) = self.on_ephemeral(ephemeral).await {
+                        out.push(event);
                     }
                 }
                 Upstream::Event(event) => {
@@ -443,6 +484,9 @@ impl Secure {
         match &entry.kind {
             EntryKind::Member { user, change } => {
                 self.dirty.insert(room);
+                if entry.seq.0 > self.processed_up_to(room) {
+                    self.on_departure(room, user, *change);
+                }
                 self.mark_processed(room, entry.seq);
                 Ok(Entry::from_log(
                     entry,
@@ -701,14 +745,17 @@ impl Secure {
                 self.unsaved = true;
                 let _ = reply.send(self.flush().map(|()| marked));
             }
-            SecureCommand::Reconcile { room, reply } => {
+            SecureCommand::Typing {
+                room,
+                active,
+                reply,
+            } => {
+                let result = self.typing(room, active).await;
+                let _ = reply.send(result);
+            }
+            SecureCommand::RemoveDeparted { room, reply } => {
                 // Only a group this device is in; a room nobody wrote in has none.
-                let result = if self.state.device.has_group(room.0) {
-                    self.dirty.insert(room);
-                    self.prepare_room(room).await
-                } else {
-                    Ok(())
-                };
+                let result = self.remove_departed(room).await;
                 let saved = self.flush();
                 let _ = reply.send(saved.and(result));
             }
@@ -912,9 +959,7 @@ impl Secure {
     async fn send(&mut self, target: Target, payload: Payload) -> Result<SentAck, ClientError> {
         let envelope = Envelope {
             id: MessageId::from_bytes(rand::random()),
-            sent_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            sent_at_ms: now_ms(),
             body: payload,
         };
         envelope.validate().map_err(E2eError::from)?;
@@ -966,6 +1011,7 @@ impl Secure {
                         },
                     )?;
                     self.store.remove_outgoing(&digest)?;
+                    self.typing_ended(room);
                     return Ok(SentAck {
                         room,
                         seq,
@@ -1035,6 +1081,13 @@ impl Secure {
             _ => Err(unexpected("send")),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, for envelopes.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn stored_content(stored: Stored) -> Content {

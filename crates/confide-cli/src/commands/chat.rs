@@ -32,6 +32,8 @@ const EVENT_BATCH: usize = 512;
 
 /// How long leaving waits for messages that are still being sent.
 const FLUSH_ON_EXIT: Duration = Duration::from_secs(3);
+/// How often the screen is redrawn without input (typing notices run out).
+const TICK: Duration = Duration::from_secs(1);
 
 /// `confide chat [--room ROOM]`.
 ///
@@ -111,7 +113,11 @@ async fn event_loop(
     let size = terminal.size()?;
     state.on_resize(size.width, size.height);
     perform(terminal, client, &outcomes_tx, effects)?;
+    // Wakes the loop so that typing notices that ran out disappear.
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !state.quit {
+        state.on_tick(std::time::Instant::now());
         terminal.draw(|frame| view::draw(frame, state))?;
         let effects = tokio::select! {
             event = next_terminal_event(&mut keys) => match event {
@@ -131,6 +137,7 @@ async fn event_loop(
                 None => return Err(stopped(state)),
             },
             Some(outcome) = outcomes.recv() => state.on_outcome(outcome),
+            _ = ticker.tick() => Vec::new(),
             () = stop.wait() => break,
         };
         perform(terminal, client, &outcomes_tx, effects)?;
@@ -260,6 +267,13 @@ async fn request(client: &ClientHandle, effect: Effect) -> Option<Outcome> {
             show,
             result: client.rooms().await.map_err(text),
         },
+        Effect::Typing { room, active } => {
+            // Best effort: a lost typing notice is not worth a status message.
+            if let Err(err) = client.typing(room, active).await {
+                tracing::debug!(cause = %err, "cannot send a typing notice");
+            }
+            return None;
+        }
         Effect::ClearScreen => return None,
     };
     Some(outcome)

@@ -17,13 +17,14 @@ use super::input::{Action, InputLine};
 use super::view;
 use crate::output::{human, place_of};
 use chrono::NaiveDateTime;
-use confide_client::model::{Presence, RoomList, RoomSummary, Timeline};
+use confide_client::model::{Presence, RoomList, RoomSummary, Timeline, Typing};
 use confide_client::{ClientEvent, ConnectionState, HistoryPage, SentAck};
 use confide_proto::{
     MemberInfo, Membership, RoomId, RoomInfo, RoomName, Seq, Target, Timestamp, UserName,
 };
 use crossterm::event::Event;
 use std::collections::HashSet;
+use std::time::Instant;
 
 /// Turns a server timestamp into the wall-clock time to show (the local time zone in
 /// the binary, UTC in tests).
@@ -93,6 +94,14 @@ pub enum Effect {
     Rooms {
         /// Whether to show the listing.
         show: bool,
+    },
+    /// Tell a room this user is typing, or stopped (the client core throttles it; no
+    /// outcome).
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Typing or stopped.
+        active: bool,
     },
     /// Clear and redraw the whole terminal.
     ClearScreen,
@@ -215,6 +224,10 @@ pub struct AppState {
     pub timeline: Timeline,
     /// Who is online where.
     pub presence: Presence,
+    /// Who is typing where.
+    pub typing: Typing,
+    /// The time of the last [`AppState::on_tick`] (this module never reads the clock).
+    pub now: Option<Instant>,
     /// The line being typed.
     pub input: InputLine,
     /// The connection's state.
@@ -244,6 +257,8 @@ pub struct AppState {
     refreshing_rooms: bool,
     // After `/msg` to someone without a conversation yet: switch to it once it exists.
     open_direct: Option<UserName>,
+    // The room this user was last said to be typing in.
+    typing_in: Option<RoomId>,
 }
 
 impl AppState {
@@ -256,6 +271,8 @@ impl AppState {
             server,
             timeline: Timeline::new(),
             presence: Presence::new(),
+            typing: Typing::new(),
+            now: None,
             input: InputLine::new(),
             connection: ConnectionState::Connected,
             syncing: true,
@@ -272,7 +289,21 @@ impl AppState {
             members_in_flight: HashSet::new(),
             refreshing_rooms: false,
             open_direct: None,
+            typing_in: None,
         }
+    }
+
+    /// The clock moved on (called before each redraw): typing notices run out.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.typing.expire(now);
+    }
+
+    /// Who is typing in the current conversation, as a line to show.
+    #[must_use]
+    pub fn typing_line(&self) -> Option<String> {
+        let room = self.rooms.selected_id()?;
+        self.typing.describe(room, self.now?)
     }
 
     /// Fills the room list from the server's listing and opens `initial` (else the
@@ -321,7 +352,7 @@ impl AppState {
             },
             Event::Paste(text) => {
                 self.input.insert_str(&text);
-                Vec::new()
+                self.typing_effects()
             }
             Event::Resize(columns, rows) => {
                 self.on_resize(columns, rows);
@@ -343,12 +374,16 @@ impl AppState {
             Action::Submit => return self.submit(),
             Action::NextRoom => {
                 if let Some(room) = self.rooms.select_next() {
-                    return self.enter(room);
+                    let mut effects = self.typing_effects();
+                    effects.extend(self.enter(room));
+                    return effects;
                 }
             }
             Action::PreviousRoom => {
                 if let Some(room) = self.rooms.select_previous() {
-                    return self.enter(room);
+                    let mut effects = self.typing_effects();
+                    effects.extend(self.enter(room));
+                    return effects;
                 }
             }
             Action::PageUp => return self.page_up(),
@@ -363,10 +398,41 @@ impl AppState {
             }
             Action::Redraw => return vec![Effect::ClearScreen],
             editing => {
+                let before = self.input.as_str().to_owned();
                 self.input.edit(editing);
+                if self.input.as_str() != before {
+                    return self.typing_effects();
+                }
             }
         }
         Vec::new()
+    }
+
+    /// What to tell rooms about this user typing, after the input or the current room
+    /// changed: "typing" while a message (not a command) is being written in a joined
+    /// room, "stopped" to the room typed in before once that is no longer so.
+    fn typing_effects(&mut self) -> Vec<Effect> {
+        let text = self.input.as_str();
+        let composing = !text.trim().is_empty() && !text.starts_with('/');
+        let here = self
+            .current()
+            .filter(|room| room.is_joined())
+            .map(RoomSummary::id)
+            .filter(|_| composing);
+        let mut effects = Vec::new();
+        if let Some(before) = self.typing_in
+            && Some(before) != here
+        {
+            effects.push(Effect::Typing {
+                room: before,
+                active: false,
+            });
+        }
+        if let Some(room) = here {
+            effects.push(Effect::Typing { room, active: true });
+        }
+        self.typing_in = here;
+        effects
     }
 
     /// An event from the client core.
@@ -379,6 +445,9 @@ impl AppState {
         self.rooms.apply(&event);
         let changed = self.timeline.apply(&event);
         self.presence.apply(&event);
+        if let Some(now) = self.now {
+            self.typing.apply(&event, now);
+        }
 
         let mut effects = Vec::new();
         match &event {
@@ -600,6 +669,8 @@ impl AppState {
 
     fn submit(&mut self) -> Vec<Effect> {
         let line = self.input.take();
+        // A message ends typing by itself (receivers stop showing it when it arrives).
+        self.typing_in = None;
         self.overlay = None;
         match parse_input(&line) {
             Ok(Input::Nothing) => Vec::new(),

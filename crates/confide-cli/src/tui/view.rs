@@ -296,6 +296,13 @@ fn draw_status(frame: &mut Frame<'_>, state: &AppState, area: Rect) {
         Span::styled(connection, Style::new().fg(color).bold()),
         Span::raw(format!(" | {} on {}", state.me, state.server)),
     ]);
+    if let Some(typing) = state.typing_line() {
+        spans.push(Span::raw(" | "));
+        spans.push(Span::styled(
+            one_line(&typing),
+            Style::new().fg(Color::Cyan).italic(),
+        ));
+    }
     if let Some(status) = &state.status {
         let style = match status.level {
             Level::Info => Style::new(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const KEY_PACKAGE_STOCK: u32 = 50;
 
 /// Attempts at a commit when other members' commits keep winning the epoch.
-const COMMIT_ATTEMPTS: usize = 8;
+pub(super) const COMMIT_ATTEMPTS: usize = 8;
 
 impl Secure {
     /// Publishes the signed device list if the server's copy differs, and tops up the
@@ -143,7 +143,7 @@ impl Secure {
 
     /// Sends a prepared commit; `Some(seq)` once applied, `None` if another commit won
     /// the epoch (the caller catches up and tries again).
-    async fn submit(
+    pub(super) async fn submit(
         &mut self,
         room: RoomId,
         prepared: PreparedCommit,

@@ -20,6 +20,19 @@ async fn register_at(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHan
         username: UserName::parse(name).unwrap(),
         password: Password(format!("{name} password")),
     };
+    connect_at(addr, profile, auth).await
+}
+
+/// Logs in with the password `register_at` chose (from a new profile: a new device).
+async fn login_at(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
+    let auth = Auth::Login {
+        username: UserName::parse(name).unwrap(),
+        password: Password(format!("{name} password")),
+    };
+    connect_at(addr, profile, auth).await
+}
+
+async fn connect_at(addr: SocketAddr, profile: &Path, auth: Auth) -> (ClientHandle, EventStream) {
     let config = ClientConfig::new(
         addr.to_string().parse().unwrap(),
         Profile::open(profile).unwrap(),
@@ -456,4 +469,331 @@ async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_aft
     };
     assert!(bob_state.device.process(room.id.0, body).is_err());
     alice.close().await;
+}
+
+/// The next event `pick` accepts (bounded by the timeout).
+async fn wait_for<T>(
+    events: &mut EventStream,
+    mut pick: impl FnMut(ClientEvent) -> Option<T>,
+) -> T {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("stream ended");
+        if let Some(found) = pick(event) {
+            return found;
+        }
+    }
+}
+
+/// The room's log as the server holds it, read by a raw connection of `name`.
+async fn server_log(server: &TestServer, name: &str, room: RoomId) -> Vec<confide_proto::LogEntry> {
+    let mut raw = server.raw().await.unwrap();
+    raw.login(name).await.unwrap().unwrap();
+    let Reply::History { entries, .. } = raw
+        .ok(Request::History {
+            room,
+            before: None,
+            limit: 500,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("expected history");
+    };
+    entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_leaves_is_removed_from_the_group_without_anyone_writing() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let (alice, mut alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
+    let (carol, mut carol_events) = register_at(server.addr, profiles[2].path(), "carol").await;
+    let room = alice
+        .create_room("porch".parse().unwrap(), false)
+        .await
+        .unwrap();
+    bob.join("porch".parse().unwrap()).await.unwrap();
+    carol.join("porch".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "all three of us")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, room.id).await.text(),
+        Some("all three of us")
+    );
+    assert_eq!(
+        next_message(&mut carol_events, room.id).await.text(),
+        Some("all three of us")
+    );
+
+    bob.leave(room.id).await.unwrap();
+    // Nobody writes: a remaining member's client commits bob's removal by itself.
+    let left_seq = wait_for(&mut alice_events, |event| match event {
+        ClientEvent::Entry { entry, .. }
+            if entry.room == room.id
+                && matches!(
+                    &entry.content,
+                    Content::Member { user, change: confide_proto::MemberChange::Left }
+                        if user.as_str() == "bob"
+                ) =>
+        {
+            Some(entry.seq)
+        }
+        _ => None,
+    })
+    .await;
+    let commit = wait_for(&mut carol_events, |event| match event {
+        ClientEvent::Entry { entry, .. }
+            if entry.room == room.id
+                && entry.seq > left_seq
+                && matches!(entry.content, Content::Commit { .. }) =>
+        {
+            Some(entry)
+        }
+        _ => None,
+    })
+    .await;
+    assert!(
+        ["alice", "carol"].contains(&commit.sender.as_str()),
+        "{commit:?}"
+    );
+    // Usually one of them commits; the other finds nothing left to do (at most one
+    // commit per member in any case).
+    let log = server_log(&server, "alice", room.id).await;
+    let commits_after = log
+        .iter()
+        .filter(|e| e.seq > left_seq && matches!(e.kind, confide_proto::EntryKind::Commit { .. }))
+        .count();
+    assert!((1..=2).contains(&commits_after), "{commits_after} commits");
+
+    // Bob's own device forgot the group's keys when he left.
+    bob.close().await;
+    let keys = KeyStore::open(
+        &Profile::open(profiles[1].path()).unwrap(),
+        &server.address(),
+        "bob",
+    )
+    .unwrap();
+    let (bob_state, _) = keys.load_or_create("bob").unwrap();
+    assert!(!bob_state.device.has_group(room.id.0));
+
+    // The room goes on for the two who stayed.
+    carol
+        .send_text(Target::Room(room.id), "just us now")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut alice_events, room.id).await.text(),
+        Some("just us now")
+    );
+    alice.close().await;
+    carol.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = [(); 5].map(|()| tempfile::tempdir().unwrap());
+    let (alice, _alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
+    let (carol, _carol_events) = register_at(server.addr, profiles[2].path(), "carol").await;
+    let room = alice
+        .create_room("journal".parse().unwrap(), false)
+        .await
+        .unwrap();
+    bob.join("journal".parse().unwrap()).await.unwrap();
+    carol.join("journal".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "m0 everyone is here")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, room.id).await.text(),
+        Some("m0 everyone is here")
+    );
+    bob.close().await;
+    drop(bob_events);
+
+    // While bob is away the group goes through several epochs: a member joins by
+    // herself, one is kicked, another is added by alice, and each writes.
+    alice
+        .send_text(Target::Room(room.id), "m1 bob is away")
+        .await
+        .unwrap();
+    let (dave, _dave_events) = register_at(server.addr, profiles[3].path(), "dave").await;
+    dave.join("journal".parse().unwrap()).await.unwrap();
+    dave.send_text(Target::Room(room.id), "m2 dave joined")
+        .await
+        .unwrap();
+    alice.kick(room.id, "carol".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "m3 carol is out")
+        .await
+        .unwrap();
+    let (erin, _erin_events) = register_at(server.addr, profiles[4].path(), "erin").await;
+    erin.join("journal".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "m4 erin is in")
+        .await
+        .unwrap();
+    erin.send_text(Target::Room(room.id), "m5 hello from erin")
+        .await
+        .unwrap();
+    dave.send_text(Target::Room(room.id), "m6 last one")
+        .await
+        .unwrap();
+    let log = server_log(&server, "alice", room.id).await;
+    let epochs = log
+        .iter()
+        .filter(|e| matches!(e.kind, confide_proto::EntryKind::Commit { .. }))
+        .count();
+    assert!(epochs >= 4, "the group moved through {epochs} commits");
+
+    // Bob comes back with his stored session and reads all of it, in order.
+    let (bob, mut bob_events) = connect_at(server.addr, profiles[1].path(), Auth::Resume).await;
+    let expected = [
+        "m1 bob is away",
+        "m2 dave joined",
+        "m3 carol is out",
+        "m4 erin is in",
+        "m5 hello from erin",
+        "m6 last one",
+    ];
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let entry = next_message(&mut bob_events, room.id).await;
+        assert!(
+            matches!(
+                entry.content,
+                Content::Message {
+                    protection: Protection::Mls,
+                    ..
+                }
+            ),
+            "{entry:?}"
+        );
+        got.push(entry.text().unwrap().to_owned());
+    }
+    assert_eq!(got, expected);
+    // And can still write in the latest epoch.
+    bob.send_text(Target::Room(room.id), "back").await.unwrap();
+    for client in [alice, bob, carol, dave, erin] {
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_notices_are_encrypted_relayed_live_and_never_stored() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, mut alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
+    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
+    let room = alice
+        .create_room("studio".parse().unwrap(), false)
+        .await
+        .unwrap();
+    // No group yet: typing sends nothing rather than creating one.
+    assert!(!alice.typing(room.id, true).await.unwrap());
+    bob.join("studio".parse().unwrap()).await.unwrap();
+    alice
+        .send_text(Target::Room(room.id), "hello")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut bob_events, room.id).await.text(),
+        Some("hello")
+    );
+    let stored_before = server_log(&server, "alice", room.id).await;
+    let room_id = room.id;
+    let typing = async |events: &mut EventStream| {
+        wait_for(events, |event| match event {
+            ClientEvent::Typing { room, user, active } if room == room_id => {
+                Some((user.to_string(), active))
+            }
+            _ => None,
+        })
+        .await
+    };
+
+    assert!(bob.typing(room.id, true).await.unwrap());
+    assert_eq!(typing(&mut alice_events).await, ("bob".to_owned(), true));
+    // Repeated keystrokes within a few seconds send nothing more.
+    assert!(!bob.typing(room.id, true).await.unwrap());
+    assert!(bob.typing(room.id, false).await.unwrap());
+    assert_eq!(typing(&mut alice_events).await, ("bob".to_owned(), false));
+    assert!(
+        !bob.typing(room.id, false).await.unwrap(),
+        "already stopped"
+    );
+    // Alice, whose group is the same, types back.
+    assert!(alice.typing(room.id, true).await.unwrap());
+    assert_eq!(typing(&mut bob_events).await, ("alice".to_owned(), true));
+
+    // Nothing was stored, and messages still decrypt after the notices moved the
+    // senders' ratchets.
+    assert_eq!(server_log(&server, "alice", room.id).await, stored_before);
+    bob.send_text(Target::Room(room.id), "after typing")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut alice_events, room.id).await.text(),
+        Some("after typing")
+    );
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_users_new_identity_is_announced_loudly_to_those_who_share_a_room() {
+    let server = TestServer::start().await.unwrap();
+    let profiles = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let (alice, mut alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
+    let (bob, _bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
+    let room = alice
+        .create_room("trust".parse().unwrap(), false)
+        .await
+        .unwrap();
+    bob.join("trust".parse().unwrap()).await.unwrap();
+    let bob_name: UserName = "bob".parse().unwrap();
+    let before = alice.verification(&bob_name).await.unwrap();
+    assert!(!before.verified);
+    assert!(alice.mark_verified(&bob_name).await.unwrap());
+    bob.close().await;
+
+    // Bob reinstalls: a new profile, so a new device and a new identity key, published
+    // when he logs in. Alice hears of it live, and loudly, since she had verified him.
+    let (bob, _bob_events) = login_at(server.addr, profiles[2].path(), "bob").await;
+    let change = wait_for(&mut alice_events, |event| match event {
+        ClientEvent::IdentityChanged {
+            user,
+            key_changed,
+            was_verified,
+        } if user.as_str() == "bob" => Some((key_changed, was_verified)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(change, (true, true));
+    let after = alice.verification(&bob_name).await.unwrap();
+    assert!(!after.verified, "verification is reset by a new key");
+    assert!(after.key_changed);
+    assert_ne!(
+        before.safety_number.digits(),
+        after.safety_number.digits(),
+        "a new key gives a new safety number"
+    );
+    // The room goes on with bob's new device.
+    bob.send_text(Target::Room(room.id), "new phone who dis")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut alice_events, room.id).await.text(),
+        Some("new phone who dis")
+    );
+    alice.close().await;
+    bob.close().await;
 }

@@ -16,7 +16,11 @@ fn started() -> AppState {
 
 fn type_line(state: &mut AppState, text: &str) -> Vec<Effect> {
     for ch in text.chars() {
-        assert!(state.on_action(Action::Insert(ch)).is_empty());
+        let effects = state.on_action(Action::Insert(ch));
+        assert!(
+            effects.iter().all(|e| matches!(e, Effect::Typing { .. })),
+            "{effects:?}"
+        );
     }
     state.on_action(Action::Submit)
 }
@@ -691,4 +695,66 @@ fn identity_changes_warn_and_verified_ones_stay_until_dismissed() {
     assert!(state.status.is_some());
     state.on_action(Action::Dismiss);
     assert!(state.status.is_none());
+}
+
+#[test]
+fn writing_a_message_says_typing_and_clearing_or_leaving_the_room_stops_it() {
+    let mut state = started();
+    let typing = |room: u64, active: bool| Effect::Typing {
+        room: RoomId(room),
+        active,
+    };
+    assert_eq!(state.on_action(Action::Insert('h')), [typing(1, true)]);
+    // Each edit asks again; the client core decides how often a notice goes out.
+    assert_eq!(state.on_action(Action::Insert('i')), [typing(1, true)]);
+    assert_eq!(state.on_action(Action::Backspace), [typing(1, true)]);
+    assert_eq!(state.on_action(Action::Backspace), [typing(1, false)]);
+    assert!(
+        state.on_action(Action::Backspace).is_empty(),
+        "nothing changed"
+    );
+    // Commands are not messages.
+    assert!(state.on_action(Action::Insert('/')).is_empty());
+    assert!(state.on_action(Action::Insert('j')).is_empty());
+    state.input.take();
+    // Switching rooms stops typing in the old one.
+    state.on_action(Action::Insert('x'));
+    let effects = state.on_action(Action::NextRoom);
+    assert_eq!(effects[0], typing(1, false));
+    let here = state.rooms.selected_id().unwrap();
+    assert!(effects.contains(&Effect::Typing {
+        room: here,
+        active: true
+    }));
+    // Sending ends typing without a stop notice.
+    let effects = state.on_action(Action::Submit);
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Typing { .. })));
+    assert!(
+        state
+            .on_action(Action::Insert('y'))
+            .contains(&Effect::Typing {
+                room: here,
+                active: true
+            })
+    );
+}
+
+#[test]
+fn others_typing_shows_for_the_current_room_until_it_runs_out() {
+    let mut state = started();
+    let start = std::time::Instant::now();
+    state.on_tick(start);
+    state.on_client_event(ClientEvent::Typing {
+        room: RoomId(1),
+        user: user("bob"),
+        active: true,
+    });
+    state.on_client_event(ClientEvent::Typing {
+        room: RoomId(4),
+        user: user("carol"),
+        active: true,
+    });
+    assert_eq!(state.typing_line().as_deref(), Some("bob is typing…"));
+    state.on_tick(start + confide_client::model::TYPING_SHOWN_FOR);
+    assert_eq!(state.typing_line(), None);
 }
