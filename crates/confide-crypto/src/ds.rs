@@ -1,11 +1,18 @@
-//! What the delivery service (the server) may learn from MLS messages without any key:
-//! the group, the epoch and the kind of each message, read from their public framing.
+//! What the delivery service (the server) may learn from MLS messages without any key.
 //!
-//! The server uses this to order commits per epoch and to refuse bytes that are not an
-//! MLS message for the room they are sent to. Nothing here decrypts anything.
+//! The `inspect_*` functions read the public framing of one message (group, epoch, kind);
+//! the server uses them to order commits per epoch and to refuse bytes that are not an
+//! MLS message for the room they are sent to. [`GroupWatch`] keeps a public copy of a
+//! room's group (tree, credentials, group context) and verifies each commit against it:
+//! signatures, the committer's device, and the GroupInfo of the next epoch. Nothing here
+//! holds a private key or decrypts anything.
 
 use openmls::prelude::{ContentType, MlsMessageBodyIn, MlsMessageIn, ProtocolMessage, Sender};
 use tls_codec::Deserialize as _;
+
+mod watch;
+
+pub use watch::{CheckedCommit, GroupWatch};
 
 /// The MLS group id of a room: a fixed label followed by the room id, so that a message
 /// for one room can never be accepted in another.
@@ -31,6 +38,38 @@ pub enum DsError {
     /// The message belongs to another group.
     #[error("the message belongs to another group")]
     WrongGroup,
+    /// A signature (of the commit, or of a GroupInfo) does not verify.
+    #[error("a signature does not verify")]
+    BadSignature,
+    /// openmls refused the message or the GroupInfo; its reason names no key or content.
+    #[error("does not verify: {0}")]
+    NotVerified(String),
+    /// The commit was made in another epoch than the group is in.
+    #[error("made in epoch {found}, the group is at epoch {expected}")]
+    WrongEpoch {
+        /// The group's epoch.
+        expected: u64,
+        /// The message's epoch.
+        found: u64,
+    },
+    /// The commit is signed by another device than the one that sends it.
+    #[error("the commit comes from {claimed}, not from this connection's device")]
+    WrongCommitter {
+        /// The device its credential names.
+        claimed: String,
+    },
+    /// A new group must start with its creator's device as its only member.
+    #[error("a new group must hold only its creator's device")]
+    WrongCreator,
+    /// A credential that does not name a Confide device (user and device id).
+    #[error("a credential does not name a Confide device")]
+    BadCredential,
+    /// A GroupInfo without the ratchet tree extension.
+    #[error("the GroupInfo carries no ratchet tree")]
+    NoRatchetTree,
+    /// The GroupInfo for the next epoch is not the one the commit produces.
+    #[error("the GroupInfo does not match the commit ({0})")]
+    GroupInfoMismatch(&'static str),
 }
 
 /// The public facts of a commit.
