@@ -1,6 +1,8 @@
 //! MLS costs that decide how Confide feels: encrypting and decrypting one chat message,
-//! and the commit plus Welcome that adds a member to groups of growing size.
+//! the commit plus Welcome that adds a member to groups of growing size, and the server's
+//! check of such a commit against its public copy of the group (`ds::GroupWatch`).
 
+use confide_crypto::ds::GroupWatch;
 use confide_crypto::{Device, GroupMember};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -12,8 +14,14 @@ fn anyone(_: &GroupMember) -> bool {
 /// A group of `size` devices in room 1, created by device 0 with one commit; returns
 /// the creator and one other member (when there is one).
 fn group_of(size: usize) -> (Device, Option<Device>) {
+    let (owner, first, _) = group_with_info(size);
+    (owner, first)
+}
+
+/// [`group_of`], with the GroupInfo of the group's current epoch.
+fn group_with_info(size: usize) -> (Device, Option<Device>, Vec<u8>) {
     let mut owner = Device::create("owner", 0).unwrap();
-    owner.create_group(1).unwrap();
+    let mut info = owner.create_group(1).unwrap();
     let others: Vec<Device> = (1..size)
         .map(|i| Device::create(&format!("user{i}"), i as u64).unwrap())
         .collect();
@@ -28,8 +36,9 @@ fn group_of(size: usize) -> (Device, Option<Device>) {
         let mut member = others.into_iter().next().unwrap();
         member.join_from_welcome(&commit.welcome.unwrap()).unwrap();
         first = Some(member);
+        info = commit.group_info;
     }
-    (owner, first)
+    (owner, first, info)
 }
 
 fn messages(c: &mut Criterion) {
@@ -75,5 +84,41 @@ fn commits(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, messages, commits);
+/// What the server spends per commit (checking a commit that adds one device against
+/// its watch) and once per group after a restart (building the watch from a GroupInfo,
+/// which verifies every leaf).
+fn watch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mls watch");
+    group.sample_size(10);
+    for size in [10usize, 100, 1000] {
+        let (mut owner, _, info) = group_with_info(size);
+        let watch = GroupWatch::from_group_info(1, &info).unwrap();
+        let newcomer = Device::create("newcomer", 99_999).unwrap();
+        let committer = owner.id().clone();
+        group.bench_with_input(BenchmarkId::new("check add commit", size), &size, |b, _| {
+            b.iter_batched(
+                || {
+                    let packages = newcomer.key_packages(1).unwrap();
+                    let commit = owner.prepare_commit(1, &packages, &[], anyone).unwrap();
+                    owner.commit_rejected(1).unwrap();
+                    commit
+                },
+                |commit| {
+                    black_box(
+                        watch
+                            .check_commit(&commit.commit, &commit.group_info, &committer)
+                            .unwrap(),
+                    )
+                },
+                BatchSize::SmallInput,
+            );
+        });
+        group.bench_with_input(BenchmarkId::new("from group info", size), &size, |b, _| {
+            b.iter(|| black_box(GroupWatch::from_group_info(1, &info).unwrap()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, messages, commits, watch);
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //!
 //! - [`device`]: one device's keys and MLS groups (openmls with the RustCrypto provider).
 //! - [`identity`] and [`trust`]: identity keys, signed device lists, pinning.
-//! - [`ds`]: what the server may read from MLS framing (group, epoch, kind).
+//! - [`ds`]: what the server may read and check of MLS messages without a key: their
+//!   framing (group, epoch, kind), and commits against a public copy of the group.
 //! - [`at_rest`]: sealing the device state for storage.
 //! - [`payload`]: the one typed, versioned plaintext that travels inside MLS.
 //! - [`safety`]: safety numbers and emoji for comparing identity keys.

@@ -8,8 +8,8 @@
 //!
 //! As the MLS delivery service, the actor also owns the room's group epoch: commits
 //! are accepted only for the current epoch (compare and swap, see `room::group`), so the
-//! first valid commit of an epoch wins. It reads only the public framing of MLS
-//! messages and never decrypts anything.
+//! first valid commit of an epoch wins. It verifies commits against a public copy of the
+//! group (no key) and never decrypts anything.
 
 mod group;
 
@@ -101,7 +101,7 @@ enum Command {
     Change(Person, Action, oneshot::Sender<Result<(), ProtoError>>),
     Members(UserId, oneshot::Sender<Result<Vec<MemberInfo>, ProtoError>>),
     View(UserId, oneshot::Sender<RoomView>),
-    InitGroup(Person, group::InitGroup, ReplyTx),
+    InitGroup(Person, Box<group::InitGroup>, ReplyTx),
     Commit(Box<CommitRequest>, ReplyTx),
     GroupInfo(UserId, ReplyTx),
     Ephemeral(Ephemeral, oneshot::Sender<Result<(), ProtoError>>),
@@ -216,12 +216,14 @@ impl RoomHandle {
         sender: Person,
         group_info: Vec<u8>,
         group_info_epoch: Result<u64, confide_crypto::ds::DsError>,
+        watch: Option<Result<confide_crypto::ds::GroupWatch, confide_crypto::ds::DsError>>,
     ) -> Result<Reply, ProtoError> {
         let init = group::InitGroup {
             group_info,
             group_info_epoch,
+            watch,
         };
-        self.ask(|reply| Command::InitGroup(sender, init, reply))
+        self.ask(|reply| Command::InitGroup(sender, Box::new(init), reply))
             .await
     }
 
@@ -304,6 +306,11 @@ struct RoomActor {
     /// The MLS group as far as this actor has accepted commits (possibly ahead of the
     /// store by the commits in flight, like `last_seq`).
     group: Option<GroupRecord>,
+    /// The group's public state at `group`'s epoch, to verify commits; built lazily
+    /// (see `room::group`).
+    watch: Option<confide_crypto::ds::GroupWatch>,
+    /// The epoch whose stored GroupInfo could not be made into a watch.
+    watch_failed: Option<confide_proto::Epoch>,
     context: RoomContext,
     notices: mpsc::UnboundedSender<Notice>,
 }
@@ -343,6 +350,8 @@ pub async fn spawn(
         nonces: HashMap::new(),
         nonce_order: VecDeque::new(),
         group: None,
+        watch: None,
+        watch_failed: None,
         context,
         notices,
     };
@@ -412,6 +421,18 @@ impl RoomActor {
         self.invited = loaded.invited;
         self.banned = loaded.banned;
         self.group = loaded.group;
+        // A reload follows a failed write: keep the watch only if it is still at the
+        // stored epoch; otherwise the next commit rebuilds it from the stored GroupInfo.
+        let current = self.group.as_ref().map(|group| group.epoch.0);
+        if self
+            .watch
+            .as_ref()
+            .map(confide_crypto::ds::GroupWatch::epoch)
+            != current
+        {
+            self.watch = None;
+        }
+        self.watch_failed = None;
         self.nonces.clear();
         self.nonce_order.clear();
         // Oldest first, so the newest are evicted last.
@@ -473,18 +494,23 @@ impl RoomActor {
                     joined_seq: self.members.get(&viewer).map(|member| member.joined_seq),
                 });
             }
-            Command::InitGroup(sender, init, reply) => match self.init_group(&sender, init) {
+            Command::InitGroup(sender, init, reply) => match self.init_group(&sender, *init) {
                 Ok(job) => self.submit_reply(job, reply).await,
                 Err(err) => {
                     let _ = reply.send(Err(err));
                 }
             },
-            Command::Commit(commit, reply) => match self.commit(*commit) {
-                Ok(job) => self.submit_reply(job, reply).await,
-                Err(err) => {
-                    let _ = reply.send(Err(err));
+            Command::Commit(commit, reply) => {
+                if self.wants_watch(&commit) {
+                    self.rebuild_watch().await;
                 }
-            },
+                match self.commit(*commit) {
+                    Ok(job) => self.submit_reply(job, reply).await,
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
             Command::GroupInfo(asker, reply) => {
                 let _ = reply.send(self.group_info(asker));
             }

@@ -11,21 +11,35 @@ use confide_proto::{
 };
 use serde::Serialize;
 
+/// What every log entry object starts with.
 #[derive(Serialize)]
-struct Message<'a> {
+struct EntryHead<'a> {
     #[serde(rename = "type")]
     tag: &'static str,
     room: &'a str,
     room_id: u64,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<&'a str>,
     seq: u64,
     ts: String,
     ts_ms: i64,
-    sender: String,
-    text: String,
     live: bool,
+}
+
+/// What message objects (readable or not) have besides the head.
+#[derive(Serialize)]
+struct MessageHead<'a> {
+    #[serde(flatten)]
+    head: EntryHead<'a>,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<&'a str>,
+    sender: String,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    #[serde(flatten)]
+    head: MessageHead<'a>,
+    text: String,
     /// `"mls"` or `"shared_key"` (weaker).
     protection: &'static str,
     /// The id the sender gave the message, in hex (what replies and reactions name).
@@ -37,21 +51,11 @@ struct Message<'a> {
 /// A message this device cannot show.
 #[derive(Serialize)]
 struct Unreadable<'a> {
-    #[serde(rename = "type")]
-    tag: &'static str,
-    room: &'a str,
-    room_id: u64,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<&'a str>,
-    seq: u64,
-    ts: String,
-    ts_ms: i64,
-    sender: String,
+    #[serde(flatten)]
+    head: MessageHead<'a>,
     reason: String,
     /// An attack or a bug (tampered, replayed, unknown device, not encrypted).
     alert: bool,
-    live: bool,
 }
 
 /// A user sharing a room published a new identity key or device list.
@@ -66,32 +70,20 @@ struct IdentityChanged {
 
 #[derive(Serialize)]
 struct Member<'a> {
-    #[serde(rename = "type")]
-    tag: &'static str,
-    room: &'a str,
-    room_id: u64,
-    seq: u64,
-    ts: String,
-    ts_ms: i64,
+    #[serde(flatten)]
+    head: EntryHead<'a>,
     user: String,
     change: &'static str,
     by: String,
-    live: bool,
 }
 
 /// An MLS commit (the room's encryption group moved to the next epoch).
 #[derive(Serialize)]
 struct Commit<'a> {
-    #[serde(rename = "type")]
-    tag: &'static str,
-    room: &'a str,
-    room_id: u64,
-    seq: u64,
-    ts: String,
-    ts_ms: i64,
+    #[serde(flatten)]
+    head: EntryHead<'a>,
     epoch: u64,
     by: String,
-    live: bool,
 }
 
 #[derive(Serialize)]
@@ -176,22 +168,28 @@ fn rfc3339(timestamp: Timestamp) -> String {
 #[must_use]
 pub fn entry(directory: &RoomDirectory, entry: &Entry, live: bool) -> String {
     let place = directory.place(entry.room);
+    let head = |tag| EntryHead {
+        tag,
+        room: &place.label,
+        room_id: entry.room.0,
+        seq: entry.seq.0,
+        ts: rfc3339(entry.timestamp),
+        ts_ms: entry.timestamp.0,
+        live,
+    };
+    let message_head = |tag| MessageHead {
+        head: head(tag),
+        kind: place.kind(),
+        peer: place.peer.as_deref(),
+        sender: entry.sender.to_string(),
+    };
     match &entry.content {
         Content::Message {
             envelope,
             protection,
         } => to_line(&Message {
-            tag: "message",
-            room: &place.label,
-            room_id: entry.room.0,
-            kind: place.kind(),
-            peer: place.peer.as_deref(),
-            seq: entry.seq.0,
-            ts: rfc3339(entry.timestamp),
-            ts_ms: entry.timestamp.0,
-            sender: entry.sender.to_string(),
+            head: message_head("message"),
             text: confide_client::summary(&entry.content),
-            live,
             protection: match protection {
                 Protection::Mls => "mls",
                 Protection::SharedKey => "shared_key",
@@ -200,41 +198,20 @@ pub fn entry(directory: &RoomDirectory, entry: &Entry, live: bool) -> String {
             payload: envelope.body.kind(),
         }),
         Content::Unreadable(reason) => to_line(&Unreadable {
-            tag: "unreadable",
-            room: &place.label,
-            room_id: entry.room.0,
-            kind: place.kind(),
-            peer: place.peer.as_deref(),
-            seq: entry.seq.0,
-            ts: rfc3339(entry.timestamp),
-            ts_ms: entry.timestamp.0,
-            sender: entry.sender.to_string(),
+            head: message_head("unreadable"),
             reason: reason.to_string(),
             alert: reason.is_alert(),
-            live,
         }),
         Content::Member { user, change } => to_line(&Member {
-            tag: "member",
-            room: &place.label,
-            room_id: entry.room.0,
-            seq: entry.seq.0,
-            ts: rfc3339(entry.timestamp),
-            ts_ms: entry.timestamp.0,
+            head: head("member"),
             user: user.to_string(),
             change: change.as_str(),
             by: entry.sender.to_string(),
-            live,
         }),
         Content::Commit { epoch } => to_line(&Commit {
-            tag: "commit",
-            room: &place.label,
-            room_id: entry.room.0,
-            seq: entry.seq.0,
-            ts: rfc3339(entry.timestamp),
-            ts_ms: entry.timestamp.0,
+            head: head("commit"),
             epoch: epoch.0,
             by: entry.sender.to_string(),
-            live,
         }),
     }
 }
@@ -369,49 +346,55 @@ mod tests {
     use confide_proto::{MemberChange, Seq};
     use std::time::Duration;
 
+    /// The same JSON object, whatever the order of its fields.
+    fn same_json(got: &str, want: &str) {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(parse(got), parse(want), "{got}");
+    }
+
     #[test]
     fn message_objects() {
-        assert_eq!(
-            entry(
+        same_json(
+            &entry(
                 &directory(),
                 &message(1, 3, TS, "alice", "hi \"you\""),
-                true
+                true,
             ),
-            r#"{"type":"message","room":"lobby","room_id":1,"kind":"room","seq":3,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"hi \"you\"","live":true,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#
+            r#"{"type":"message","room":"lobby","room_id":1,"kind":"room","seq":3,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"hi \"you\"","live":true,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#,
         );
-        assert_eq!(
-            entry(&directory(), &message(9, 1, TS, "bob", "psst"), false),
-            r#"{"type":"message","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","text":"psst","live":false,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#
+        same_json(
+            &entry(&directory(), &message(9, 1, TS, "bob", "psst"), false),
+            r#"{"type":"message","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","text":"psst","live":false,"protection":"mls","message_id":"abababababababababababababababab","payload":"text"}"#,
         );
     }
 
     #[test]
     fn unreadable_and_shared_key_objects() {
-        assert_eq!(
-            entry(
+        same_json(
+            &entry(
                 &directory(),
                 &unreadable_entry(1, 6, TS, "mallory", Unreadable::Tampered),
-                true
+                true,
             ),
-            r#"{"type":"unreadable","room":"lobby","room_id":1,"kind":"room","seq":6,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"mallory","reason":"REJECTED: the ciphertext was tampered with","alert":true,"live":true}"#
+            r#"{"type":"unreadable","room":"lobby","room_id":1,"kind":"room","seq":6,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"mallory","reason":"REJECTED: the ciphertext was tampered with","alert":true,"live":true}"#,
         );
-        assert_eq!(
-            entry(
+        same_json(
+            &entry(
                 &directory(),
                 &unreadable_entry(9, 1, TS, "bob", Unreadable::BeforeJoin),
-                false
+                false,
             ),
-            r#"{"type":"unreadable","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","reason":"sent before this device joined","alert":false,"live":false}"#
+            r#"{"type":"unreadable","room":"@bob","room_id":9,"kind":"direct","peer":"bob","seq":1,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"bob","reason":"sent before this device joined","alert":false,"live":false}"#,
         );
         let mut directory = directory();
         directory.insert(shared_room());
-        assert_eq!(
-            entry(
+        same_json(
+            &entry(
                 &directory,
                 &shared_message(3, 5, TS, "alice", "over fernet"),
-                true
+                true,
             ),
-            r#"{"type":"message","room":"ops","room_id":3,"kind":"room","seq":5,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"over fernet","live":true,"protection":"shared_key","message_id":"abababababababababababababababab","payload":"text"}"#
+            r#"{"type":"message","room":"ops","room_id":3,"kind":"room","seq":5,"ts":"2026-11-23T21:19:56.123Z","ts_ms":1795468796123,"sender":"alice","text":"over fernet","live":true,"protection":"shared_key","message_id":"abababababababababababababababab","payload":"text"}"#,
         );
         assert_eq!(
             room(&shared_room()),
@@ -421,21 +404,21 @@ mod tests {
 
     #[test]
     fn commit_objects() {
-        assert_eq!(
-            entry(&directory(), &commit_entry(1, 8, "bob", 4), false),
-            r#"{"type":"commit","room":"lobby","room_id":1,"seq":8,"ts":"2026-11-23T21:20:01.123Z","ts_ms":1795468801123,"epoch":4,"by":"bob","live":false}"#
+        same_json(
+            &entry(&directory(), &commit_entry(1, 8, "bob", 4), false),
+            r#"{"type":"commit","room":"lobby","room_id":1,"seq":8,"ts":"2026-11-23T21:20:01.123Z","ts_ms":1795468801123,"epoch":4,"by":"bob","live":false}"#,
         );
     }
 
     #[test]
     fn member_objects() {
-        assert_eq!(
-            entry(
+        same_json(
+            &entry(
                 &directory(),
                 &member_entry(1, 5, "alice", "carol", MemberChange::Kicked),
-                true
+                true,
             ),
-            r#"{"type":"member","room":"lobby","room_id":1,"seq":5,"ts":"2026-11-23T21:20:01.123Z","ts_ms":1795468801123,"user":"carol","change":"kicked","by":"alice","live":true}"#
+            r#"{"type":"member","room":"lobby","room_id":1,"seq":5,"ts":"2026-11-23T21:20:01.123Z","ts_ms":1795468801123,"user":"carol","change":"kicked","by":"alice","live":true}"#,
         );
     }
 

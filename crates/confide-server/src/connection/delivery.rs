@@ -3,8 +3,8 @@
 //! conversations opened without a message.
 //!
 //! The connection parses the public framing of MLS messages here (with
-//! `confide_crypto::ds`, off the room actor) and resolves user names; the room actor
-//! decides. Nothing here logs or inspects more than ids, epochs and counts.
+//! `confide_crypto::ds`, off the room actor), builds a new group's public state and
+//! resolves user names; the room actor decides and verifies commits. Nothing here logs or inspects more than ids, epochs and counts.
 
 use super::{Connection, LoggedIn};
 use crate::room::{CommitRequest, Ephemeral, Person, ResolvedWelcome};
@@ -226,7 +226,18 @@ impl Connection {
     ) -> Result<Reply, ProtoError> {
         let handle = self.room(room)?;
         let epoch = ds::inspect_group_info(room.0, &group_info);
-        let reply = handle.init_group(person(user), group_info, epoch).await?;
+        // The group's public state, checked to hold only this connection's device (one
+        // leaf: a signature or two to verify, here rather than on the room's actor).
+        let watch = self.device.map(|device| {
+            let creator = confide_crypto::MemberId {
+                user: user.name.canonical(),
+                device: device.0,
+            };
+            ds::GroupWatch::init(room.0, &group_info, &creator)
+        });
+        let reply = handle
+            .init_group(person(user), group_info, epoch, watch)
+            .await?;
         self.shared
             .events
             .record("init_group", &[("room", &room), ("user", &user.name)]);

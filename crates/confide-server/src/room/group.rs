@@ -1,12 +1,29 @@
 //! The room actor as the MLS delivery service: it creates the room's group record,
-//! orders commits by epoch, checks that application messages belong to the current
-//! epoch, and relays ephemeral messages.
+//! orders commits by epoch, verifies them against a public copy of the group, checks
+//! that application messages belong to the current epoch, and relays ephemeral messages.
 //!
 //! The connection task parses the public framing of MLS messages (in parallel, with
 //! `confide_crypto::ds`) and hands the results here; the actor decides in a fixed order,
 //! against the state it alone owns. A commit is accepted only if it was made in the
 //! group's current epoch, and the actor moves the epoch on at once, so of two commits
 //! for one epoch the first to reach the actor wins and the other gets `StaleEpoch`.
+//!
+//! The actor also owns the group's [`GroupWatch`]: the group's public state (tree,
+//! credentials, group context), built from the GroupInfo at `InitGroup` (by the
+//! connection) or, after a restart, from the stored GroupInfo when the first commit
+//! comes (off the actor's thread, on the blocking pool: it verifies every leaf's
+//! signature, about 5 ms for 100 members and 50 ms for 1000). A commit for the current
+//! epoch must pass its check last, once everything else is in order: signed by its
+//! committer's leaf, the committer being the connection's user and device, and its
+//! GroupInfo being the one the commit produces. The check costs a few signature
+//! verifications and one hash of the tree (about 0.4 ms for 10 members, 1 ms for 100,
+//! 6 ms for 1000; `cargo bench -p confide-crypto --bench mls -- "mls watch"`) and runs on
+//! the actor, which is what keeps "first valid commit wins" a single decision. If the
+//! stored GroupInfo no longer builds a watch (a member's KeyPackage leaf past its
+//! lifetime, or data from before the server checked GroupInfos), commits are checked for
+//! their framing only, as they were before, until a later GroupInfo builds one; the event
+//! is logged.
+//!
 //! Nothing here decrypts or logs MLS bytes.
 
 use super::{Person, RoomActor, deny};
@@ -14,7 +31,8 @@ use crate::outbound::{ConnId, Outbound, encode};
 use crate::persist::{Ack, Job};
 use crate::store::{Append, GroupRecord, GroupUpdate, WelcomeBatch, WelcomeFor, Write};
 use bytes::Bytes;
-use confide_crypto::ds::{CommitInfo, DsError, inspect_application};
+use confide_crypto::MemberId;
+use confide_crypto::ds::{CheckedCommit, CommitInfo, DsError, GroupWatch, inspect_application};
 use confide_proto::{
     DeviceId, EntryKind, Epoch, ErrorCode, Event, LogEntry, PendingWelcome, ProtoError, Reply,
     RoomEncryption, Seq, ServerFrame, UserId, WelcomeId,
@@ -33,6 +51,9 @@ const WELCOME_PUSH_BUDGET: usize = 64 << 20;
 pub(super) struct InitGroup {
     pub(super) group_info: Vec<u8>,
     pub(super) group_info_epoch: Result<u64, DsError>,
+    /// The group's public state from its GroupInfo, checked to hold only the sender's
+    /// device; `None` if the connection named no device.
+    pub(super) watch: Option<Result<GroupWatch, DsError>>,
 }
 
 /// A `Commit` request, parsed and resolved by the connection.
@@ -80,6 +101,13 @@ pub struct Ephemeral {
 
 fn invalid(what: &str, err: &DsError) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidHandshake, format!("{what}: {err}"))
+}
+
+fn no_device() -> ProtoError {
+    ProtoError::new(
+        ErrorCode::InvalidHandshake,
+        "name this connection's device (SetDevice) before creating a group or committing",
+    )
 }
 
 fn stale(current: Epoch) -> ProtoError {
@@ -142,7 +170,13 @@ impl RoomActor {
                 format!("a new group starts at epoch 0, this GroupInfo is for epoch {epoch}"),
             );
         }
+        let watch = init
+            .watch
+            .ok_or_else(no_device)?
+            .map_err(|err| invalid("group info", &err))?;
         let room = self.record.id;
+        self.watch = Some(watch);
+        self.watch_failed = None;
         self.group = Some(GroupRecord {
             epoch: Epoch(0),
             group_info: init.group_info.clone(),
@@ -203,6 +237,12 @@ impl RoomActor {
                 }
             }
         }
+        let checked = self.verify_commit(
+            &commit.sender,
+            commit.device,
+            &commit.commit,
+            &commit.group_info,
+        )?;
         // Everything is checked: the commit wins this epoch.
         let room = self.record.id;
         let (seq, timestamp) = self.next_place();
@@ -243,6 +283,7 @@ impl RoomActor {
             group_info: commit.group_info.clone(),
             seq,
         });
+        self.advance_watch(checked);
         let append = Append {
             entry,
             nonce: None,
@@ -262,6 +303,83 @@ impl RoomActor {
             epoch: next,
         };
         Ok((job, reply))
+    }
+
+    /// Whether a commit calls for the group's watch: it comes from a member for the
+    /// current epoch (anything else is refused without it).
+    pub(super) fn wants_watch(&self, commit: &CommitRequest) -> bool {
+        let current = self.group.as_ref().map(|group| group.epoch);
+        current == Some(commit.epoch)
+            && self.members.contains_key(&commit.sender.id)
+            && self.watch.as_ref().map(GroupWatch::epoch) != Some(commit.epoch.0)
+            && self.watch_failed != Some(commit.epoch)
+    }
+
+    /// Builds the group's watch from the stored GroupInfo (after a restart or a reload),
+    /// on the blocking pool: it verifies every leaf's signature.
+    pub(super) async fn rebuild_watch(&mut self) {
+        let Some(group) = &self.group else { return };
+        let (room, epoch, info) = (self.record.id, group.epoch, group.group_info.clone());
+        let built =
+            tokio::task::spawn_blocking(move || GroupWatch::from_group_info(room.0, &info)).await;
+        let cause = match built {
+            Ok(Ok(watch)) if watch.epoch() == epoch.0 => {
+                self.watch = Some(watch);
+                self.watch_failed = None;
+                return;
+            }
+            Ok(Ok(watch)) => format!("the GroupInfo is for epoch {}", watch.epoch()),
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(
+            room = %room,
+            epoch = epoch.0,
+            cause = %cause,
+            "cannot rebuild the group's public state; checking this epoch's commit for framing only"
+        );
+        self.watch = None;
+        self.watch_failed = Some(epoch);
+    }
+
+    /// Verifies a commit for the current epoch against the group's watch. Without a
+    /// watch (see the module's documentation) only the device is checked.
+    fn verify_commit(
+        &self,
+        sender: &Person,
+        device: Option<DeviceId>,
+        commit: &[u8],
+        group_info: &[u8],
+    ) -> Result<Option<CheckedCommit>, ProtoError> {
+        let device = device.ok_or_else(no_device)?;
+        let Some(watch) = &self.watch else {
+            return Ok(None);
+        };
+        let committer = MemberId {
+            user: sender.name.canonical(),
+            device: device.0,
+        };
+        watch
+            .check_commit(commit, group_info, &committer)
+            .map(Some)
+            .map_err(|err| invalid("commit", &err))
+    }
+
+    /// Moves the watch on with an accepted commit.
+    fn advance_watch(&mut self, checked: Option<CheckedCommit>) {
+        let (Some(watch), Some(checked)) = (&mut self.watch, checked) else {
+            // Accepted on its framing only: try the new GroupInfo at the next commit.
+            self.watch = None;
+            return;
+        };
+        if let Err(err) = watch.apply(checked) {
+            tracing::error!(
+                room = %self.record.id,
+                cause = %err,
+                "cannot advance the group's public state"
+            );
+            self.watch = None;
+        }
     }
 
     /// The Welcome events for the recipients who are online, within the push budget.
@@ -334,8 +452,11 @@ impl RoomActor {
         Ok(())
     }
 
+    /// Relays an ephemeral message to the online members. In a room with a group it
+    /// must be an application message of the current epoch, like a stored one.
     pub(super) fn ephemeral(&mut self, ephemeral: Ephemeral) -> Result<(), ProtoError> {
         self.require_joined(ephemeral.sender.id)?;
+        self.check_application(&ephemeral.body)?;
         let frame = ServerFrame::Event(Event::Ephemeral {
             room: self.record.id,
             sender: ephemeral.sender.name,

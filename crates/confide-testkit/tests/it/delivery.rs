@@ -316,8 +316,8 @@ async fn pair(server: &TestServer, name: &str) -> Pair {
         .await
         .id;
     join(&mut bob, name).await;
-    let mut alice_mls = Member::new("alice");
-    let bob_mls = Member::new("bob");
+    let mut alice_mls = Member::new("alice", ALICE_DEVICE);
+    let bob_mls = Member::new("bob", BOB_DEVICE);
     let group_info = alice_mls.create_group(room);
     init_group(&mut alice, room, group_info).await.unwrap();
     upload(&mut bob, BOB_DEVICE, vec![bob_mls.key_package()], None)
@@ -356,7 +356,7 @@ async fn key_packages_are_handed_out_once_then_the_last_resort() {
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
     let _carol = user(&server, "carol").await;
-    let mls = Member::new("alice");
+    let mls = Member::new("alice", ALICE_DEVICE);
     let (first, second, last) = (mls.key_package(), mls.key_package(), mls.key_package());
     let refused = err(upload(
         &mut alice,
@@ -423,7 +423,7 @@ async fn key_package_claims_are_rate_limited_per_claiming_account() {
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
     let mut carol = user(&server, "carol").await;
-    let mls = Member::new("alice");
+    let mls = Member::new("alice", ALICE_DEVICE);
     upload(
         &mut alice,
         ALICE_DEVICE,
@@ -447,6 +447,8 @@ async fn the_first_init_group_wins() {
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
     let mut carol = user(&server, "carol").await;
+    set_device(&mut alice, ALICE_DEVICE).await;
+    set_device(&mut bob, BOB_DEVICE).await;
     let info = create_room(&mut alice, "secret", false, RoomEncryption::Mls).await;
     assert_eq!(
         (info.encryption.clone(), info.epoch),
@@ -454,7 +456,10 @@ async fn the_first_init_group_wins() {
     );
     let room = info.id;
     join(&mut bob, "secret").await;
-    let (mut alice_mls, mut bob_mls) = (Member::new("alice"), Member::new("bob"));
+    let (mut alice_mls, mut bob_mls) = (
+        Member::new("alice", ALICE_DEVICE),
+        Member::new("bob", BOB_DEVICE),
+    );
     let (alice_info, bob_info) = (alice_mls.create_group(room), bob_mls.create_group(room));
     let (from_alice, from_bob) = tokio::join!(
         init_group(&mut alice, room, alice_info.clone()),
@@ -504,7 +509,7 @@ async fn the_first_init_group_wins() {
     };
     let legacy = create_room(&mut carol, "legacy", true, salt.clone()).await;
     assert_eq!(legacy.encryption, salt);
-    let mut carol_mls = Member::new("carol");
+    let mut carol_mls = Member::new("carol", CAROL_DEVICE);
     let refused = err(init_group(&mut carol, legacy.id, carol_mls.create_group(legacy.id)).await);
     assert_eq!(refused.code, ErrorCode::NoGroup);
     assert_eq!(
@@ -622,11 +627,115 @@ async fn commits_for_one_epoch_are_compare_and_swap() {
     assert_eq!(room_info(&mut carol, room).await.epoch, Some(Epoch(3)));
 }
 
+/// A member's commit with one bit of its signature flipped. A public message ends with
+/// the signature (64 bytes), the confirmation tag and the membership tag (32 bytes each),
+/// each after a one-byte length.
+fn break_signature(out: &Outgoing) -> Outgoing {
+    let mut commit = out.commit.clone();
+    let start = commit.len() - 66 - 64;
+    assert_eq!(commit[start - 1], 64, "not the signature's length byte");
+    commit[start + 10] ^= 1;
+    Outgoing {
+        epoch: out.epoch,
+        commit,
+        group_info: out.group_info.clone(),
+        welcome: out.welcome.clone(),
+    }
+}
+
+/// Refused as an invalid handshake, naming `reason`.
+fn refused_for(result: Result<Reply, ProtoError>, reason: &str) {
+    let refused = err(result);
+    assert_eq!(refused.code, ErrorCode::InvalidHandshake, "{refused}");
+    assert!(refused.message.contains(reason), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_commits_are_refused_and_the_epoch_holds() {
+    let mut server = TestServer::start().await.unwrap();
+    let Pair {
+        room,
+        mut alice,
+        mut bob,
+        mut alice_mls,
+        mut bob_mls,
+        ..
+    } = pair(&server, "forged").await;
+    let before = history(&mut alice, room).await.len();
+    // Alice's commit with a broken signature; the same commit uploaded by Bob, whose
+    // device did not make it; Alice's commit with Bob's GroupInfo for the next epoch.
+    let honest = alice_mls.self_update();
+    refused_for(
+        commit(&mut alice, room, &break_signature(&honest), &[]).await,
+        "signature does not verify",
+    );
+    refused_for(
+        commit(&mut bob, room, &honest, &[]).await,
+        "not from this connection's device",
+    );
+    let from_bob = bob_mls.self_update();
+    bob_mls.discard();
+    let mismatched = Outgoing {
+        epoch: honest.epoch,
+        commit: honest.commit.clone(),
+        group_info: from_bob.group_info,
+        welcome: None,
+    };
+    refused_for(
+        commit(&mut alice, room, &mismatched, &[]).await,
+        "GroupInfo does not match",
+    );
+    // A connection that named no device cannot commit at all.
+    let mut deviceless = server.raw().await.unwrap();
+    deviceless.login("alice").await.unwrap().unwrap();
+    refused_for(
+        commit(&mut deviceless, room, &honest, &[]).await,
+        "SetDevice",
+    );
+    // None of that moved the group or reached the log.
+    assert_eq!(room_info(&mut bob, room).await.epoch, Some(Epoch(1)));
+    assert_eq!(history(&mut alice, room).await.len(), before);
+    // The honest commit goes through, and Bob applies it.
+    let seq = committed(&mut alice, room, &honest, &[]).await;
+    alice_mls.merge();
+    let entry = entry_at(&mut bob, room, seq).await;
+    let EntryKind::Commit { data, .. } = entry.kind else {
+        panic!("expected a commit");
+    };
+    bob_mls.apply_commit(&data);
+    // A forged commit for a past epoch is stale before it is anything else.
+    assert_eq!(
+        err(commit(&mut alice, room, &break_signature(&honest), &[]).await).code,
+        ErrorCode::StaleEpoch
+    );
+
+    // After a restart the server rebuilds the group's public state from the stored
+    // GroupInfo and goes on checking.
+    drop((alice, bob, deviceless));
+    server.restart().await.unwrap();
+    let mut alice = relogin(&server, "alice", ALICE_DEVICE).await;
+    let mut bob = relogin(&server, "bob", BOB_DEVICE).await;
+    let update = bob_mls.self_update();
+    refused_for(
+        commit(&mut bob, room, &break_signature(&update), &[]).await,
+        "signature does not verify",
+    );
+    refused_for(
+        commit(&mut alice, room, &update, &[]).await,
+        "not from this connection's device",
+    );
+    assert_eq!(room_info(&mut alice, room).await.epoch, Some(Epoch(2)));
+    committed(&mut bob, room, &update, &[]).await;
+    bob_mls.merge();
+    assert_eq!(room_info(&mut alice, room).await.epoch, Some(Epoch(3)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_or_misdirected_handshakes_are_refused() {
     let server = TestServer::start().await.unwrap();
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
+    set_device(&mut alice, ALICE_DEVICE).await;
     let one = create_room(&mut alice, "one", false, RoomEncryption::Mls)
         .await
         .id;
@@ -636,7 +745,10 @@ async fn malformed_or_misdirected_handshakes_are_refused() {
     let three = create_room(&mut alice, "three", false, RoomEncryption::Mls)
         .await
         .id;
-    let (mut one_mls, mut two_mls) = (Member::new("alice"), Member::new("alice"));
+    let (mut one_mls, mut two_mls) = (
+        Member::new("alice", ALICE_DEVICE),
+        Member::new("alice", ALICE_DEVICE),
+    );
     init_group(&mut alice, one, one_mls.create_group(one))
         .await
         .unwrap();
@@ -662,7 +774,7 @@ async fn malformed_or_misdirected_handshakes_are_refused() {
         ErrorCode::InvalidHandshake,
     );
     // A commit of room two's group sent to room one.
-    let bob_package = Member::new("bob").key_package();
+    let bob_package = Member::new("bob", BOB_DEVICE).key_package();
     let elsewhere = two_mls.add(&[bob_package]);
     expect(
         commit(&mut alice, one, &elsewhere, &[]).await,
@@ -730,7 +842,10 @@ async fn welcomes_are_pushed_live_and_kept_for_offline_devices() {
     let server = TestServer::start().await.unwrap();
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
-    let (mut bob_mls, mut carol_mls) = (Member::new("bob"), Member::new("carol"));
+    let (mut bob_mls, mut carol_mls) = (
+        Member::new("bob", BOB_DEVICE),
+        Member::new("carol", CAROL_DEVICE),
+    );
     {
         // Carol sets up her device, then goes offline.
         let mut carol = user(&server, "carol").await;
@@ -754,7 +869,7 @@ async fn welcomes_are_pushed_live_and_kept_for_offline_devices() {
     // Invited users may receive a Welcome before they join the room.
     invite(&mut alice, room, "bob").await;
     invite(&mut alice, room, "carol").await;
-    let mut alice_mls = Member::new("alice");
+    let mut alice_mls = Member::new("alice", ALICE_DEVICE);
     init_group(&mut alice, room, alice_mls.create_group(room))
         .await
         .unwrap();
@@ -842,7 +957,7 @@ async fn group_state_key_packages_and_welcomes_survive_a_restart() {
         added_at,
         ..
     } = pair(&server, "keep").await;
-    let dave_mls = Member::new("dave");
+    let dave_mls = Member::new("dave", DeviceId(9));
     let mut dave = user(&server, "dave").await;
     let dave_packages = vec![dave_mls.key_package(), dave_mls.key_package()];
     upload(&mut dave, DeviceId(9), dave_packages.clone(), None)
@@ -918,7 +1033,7 @@ async fn group_state_key_packages_and_welcomes_survive_a_restart() {
     alice_mls.merge();
     assert!(next > seq && seq > added_at);
     // New Welcome ids continue after the old ones.
-    let carol_mls = Member::new("carol");
+    let carol_mls = Member::new("carol", CAROL_DEVICE);
     let mut carol = user(&server, "carol").await;
     set_device(&mut carol, CAROL_DEVICE).await;
     upload(
@@ -994,6 +1109,20 @@ async fn application_messages_must_be_mls_of_the_current_epoch() {
     let update = alice_mls.self_update();
     let commit_seq = committed(&mut alice, room, &update, &[]).await;
     alice_mls.merge();
+    let ephemeral = |body: Vec<u8>| Request::SendEphemeral { room, body };
+    // Ephemeral messages (typing) follow the same rules, although nothing is stored.
+    assert_eq!(
+        err(bob.request(ephemeral(held.clone())).await.unwrap()).code,
+        ErrorCode::StaleEpoch
+    );
+    assert_eq!(
+        err(bob
+            .request(ephemeral(b"typing in the clear".to_vec()))
+            .await
+            .unwrap())
+        .code,
+        ErrorCode::InvalidHandshake
+    );
     let stale = err(send(&mut bob, room, held).await);
     assert_eq!(stale.code, ErrorCode::StaleEpoch);
     assert_eq!(stale.message, "group is at epoch 2");

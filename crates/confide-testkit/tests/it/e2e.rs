@@ -44,6 +44,81 @@ async fn connect_at(addr: SocketAddr, profile: &Path, auth: Auth) -> (ClientHand
     (client, events)
 }
 
+/// A registered user with a profile of their own.
+struct Person {
+    client: ClientHandle,
+    events: EventStream,
+    profile: tempfile::TempDir,
+}
+
+impl Person {
+    async fn register(server: &TestServer, name: &str) -> Person {
+        let profile = tempfile::tempdir().unwrap();
+        let (client, events) = register_at(server.addr, profile.path(), name).await;
+        Person {
+            client,
+            events,
+            profile,
+        }
+    }
+
+    async fn says(&self, room: RoomId, text: &str) {
+        self.client
+            .send_text(Target::Room(room), text)
+            .await
+            .unwrap();
+    }
+
+    /// Asserts that the next message someone else wrote in `room` is `text`.
+    async fn hears(&mut self, room: RoomId, text: &str) {
+        assert_eq!(
+            next_message(&mut self.events, room).await.text(),
+            Some(text)
+        );
+    }
+
+    /// The device state kept in this person's profile (close the client first).
+    fn stored_keys(&self, server: &TestServer, name: &str) -> confide_client::E2eState {
+        let keys = KeyStore::open(
+            &Profile::open(self.profile.path()).unwrap(),
+            &server.address(),
+            name,
+        )
+        .unwrap();
+        let (state, created) = keys.load_or_create(name).unwrap();
+        assert!(!created, "the profile had keys");
+        state
+    }
+}
+
+/// Registers `names`; the first creates the public room `room`, the others join it, and
+/// the first one's greeting reaches them all, so the room's group holds every device.
+async fn gathered<const N: usize>(
+    server: &TestServer,
+    room: &str,
+    names: [&str; N],
+) -> (RoomId, [Person; N]) {
+    let mut people = Vec::with_capacity(N);
+    for name in names {
+        people.push(Person::register(server, name).await);
+    }
+    let mut people: [Person; N] = people.try_into().unwrap_or_else(|_| unreachable!());
+    let room_id = people[0]
+        .client
+        .create_room(room.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .id;
+    for person in &people[1..] {
+        person.client.join(room.parse().unwrap()).await.unwrap();
+    }
+    people[0].says(room_id, "greetings").await;
+    for person in &mut people[1..] {
+        person.hears(room_id, "greetings").await;
+    }
+    (room_id, people)
+}
+
 /// The next message entry in `room` from someone else than `me` (bounded by the
 /// timeout).
 async fn next_message(events: &mut EventStream, room: RoomId) -> Entry {
@@ -252,45 +327,22 @@ fn text_envelope(text: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     let server = TestServer::start().await.unwrap();
-    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (alice, alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
-    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
-    let room = alice
-        .create_room("den".parse().unwrap(), false)
-        .await
-        .unwrap();
-    bob.join("den".parse().unwrap()).await.unwrap();
-    alice
-        .send_text(Target::Room(room.id), "welcome")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut bob_events, room.id).await.text(),
-        Some("welcome")
-    );
-    bob.close().await;
+    let (room, [alice, bob]) = gathered(&server, "den", ["alice", "bob"]).await;
+    bob.client.close().await;
+    let alice_events = alice.events;
+    let alice = alice.client;
 
     // Bob's real device, from his profile: on his signed list, in the group.
-    let keys = KeyStore::open(
-        &Profile::open(profiles.1.path()).unwrap(),
-        &server.address(),
-        "bob",
-    )
-    .unwrap();
-    let (mut state, created) = keys.load_or_create("bob").unwrap();
-    assert!(!created);
+    let mut state = bob.stored_keys(&server, "bob");
     let device = state.device.id().device;
     let mut raw = raw_as(&server, "bob", device).await;
 
     // 1. A ciphertext with one byte flipped.
-    let mut tampered = state
-        .device
-        .encrypt(room.id.0, &text_envelope("x"))
-        .unwrap();
+    let mut tampered = state.device.encrypt(room.0, &text_envelope("x")).unwrap();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
     raw.ok(Request::Send {
-        target: Target::Room(room.id),
+        target: Target::Room(room),
         nonce: random_nonce(),
         body: tampered,
     })
@@ -298,7 +350,7 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     .unwrap();
     let mut alice_events = Incoming(alice_events);
     assert_eq!(
-        alice_events.next(room.id).await.content,
+        alice_events.next(room).await.content,
         Content::Unreadable(Unreadable::Tampered)
     );
 
@@ -306,20 +358,20 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     // cannot tell; the client must).
     let valid = state
         .device
-        .encrypt(room.id.0, &text_envelope("once"))
+        .encrypt(room.0, &text_envelope("once"))
         .unwrap();
     for _ in 0..2 {
         raw.ok(Request::Send {
-            target: Target::Room(room.id),
+            target: Target::Room(room),
             nonce: random_nonce(),
             body: valid.clone(),
         })
         .await
         .unwrap();
     }
-    assert_eq!(alice_events.next(room.id).await.text(), Some("once"));
+    assert_eq!(alice_events.next(room).await.text(), Some("once"));
     assert_eq!(
-        alice_events.next(room.id).await.content,
+        alice_events.next(room).await.content,
         Content::Unreadable(Unreadable::Replayed)
     );
 
@@ -330,17 +382,14 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     let mut raw = raw_as(&server, "bob", rogue_id).await;
     let Reply::GroupInfo {
         group_info, epoch, ..
-    } = raw
-        .ok(Request::FetchGroupInfo { room: room.id })
-        .await
-        .unwrap()
+    } = raw.ok(Request::FetchGroupInfo { room }).await.unwrap()
     else {
         panic!("expected a GroupInfo");
     };
-    let prepared = rogue.prepare_external_join(room.id.0, &group_info).unwrap();
+    let prepared = rogue.prepare_external_join(room.0, &group_info).unwrap();
     assert_eq!(prepared.epoch, epoch.0);
     raw.ok(Request::Commit {
-        room: room.id,
+        room,
         epoch,
         commit: prepared.commit,
         group_info: prepared.group_info,
@@ -348,25 +397,23 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
     })
     .await
     .unwrap();
-    rogue.commit_accepted(room.id.0).unwrap();
-    let forged = rogue
-        .encrypt(room.id.0, &text_envelope("trust me"))
-        .unwrap();
+    rogue.commit_accepted(room.0).unwrap();
+    let forged = rogue.encrypt(room.0, &text_envelope("trust me")).unwrap();
     raw.ok(Request::Send {
-        target: Target::Room(room.id),
+        target: Target::Room(room),
         nonce: random_nonce(),
         body: forged,
     })
     .await
     .unwrap();
-    let got = alice_events.next(room.id).await;
+    let got = alice_events.next(room).await;
     assert_eq!(
         got.content,
         Content::Unreadable(Unreadable::UnknownDevice { device: rogue_id })
     );
     // The client is still fine: alice keeps chatting in the room.
     alice
-        .send_text(Target::Room(room.id), "still here")
+        .send_text(Target::Room(room), "still here")
         .await
         .unwrap();
     drop(state);
@@ -376,41 +423,21 @@ async fn tampered_replayed_and_off_list_messages_are_reported_not_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_after() {
     let server = TestServer::start().await.unwrap();
-    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (alice, _alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
-    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
-    let room = alice
-        .create_room("circle".parse().unwrap(), false)
-        .await
-        .unwrap();
-    bob.join("circle".parse().unwrap()).await.unwrap();
-    alice
-        .send_text(Target::Room(room.id), "while bob is in")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut bob_events, room.id).await.text(),
-        Some("while bob is in")
-    );
-    bob.close().await;
+    let (room, [alice, bob]) = gathered(&server, "circle", ["alice", "bob"]).await;
+    bob.client.close().await;
+    let alice = alice.client;
     // Bob's device as it was when he was removed (a copy an attacker could keep).
-    let keys = KeyStore::open(
-        &Profile::open(profiles.1.path()).unwrap(),
-        &server.address(),
-        "bob",
-    )
-    .unwrap();
-    let (mut bob_state, _) = keys.load_or_create("bob").unwrap();
-    let epoch_before = bob_state.device.epoch(room.id.0).unwrap();
+    let mut bob_state = bob.stored_keys(&server, "bob");
+    let epoch_before = bob_state.device.epoch(room.0).unwrap();
 
-    alice.kick(room.id, "bob".parse().unwrap()).await.unwrap();
+    alice.kick(room, "bob".parse().unwrap()).await.unwrap();
     // Before anyone writes again, the log already holds alice's commit removing bob.
     let mut raw = server.raw().await.unwrap();
     raw.login("alice").await.unwrap().unwrap();
     let history = async |raw: &mut RawClient| {
         let Reply::History { entries, .. } = raw
             .ok(Request::History {
-                room: room.id,
+                room,
                 before: None,
                 limit: 50,
             })
@@ -423,7 +450,7 @@ async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_aft
     };
     let before_message = history(&mut raw).await;
     alice
-        .send_text(Target::Room(room.id), "after bob left")
+        .send_text(Target::Room(room), "after bob left")
         .await
         .unwrap();
     let entries = history(&mut raw).await;
@@ -459,7 +486,7 @@ async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_aft
         unreachable!()
     };
     assert_eq!(epoch.0, epoch_before);
-    match bob_state.device.process(room.id.0, data) {
+    match bob_state.device.process(room.0, data) {
         Ok(confide_crypto::Incoming::Commit { self_removed, .. }) => assert!(self_removed),
         Err(confide_crypto::CryptoError::Removed) => {}
         other => panic!("expected the removal, got {other:?}"),
@@ -467,7 +494,7 @@ async fn a_kicked_member_is_removed_from_the_group_at_once_and_reads_nothing_aft
     let confide_proto::EntryKind::Message { body } = &entries[message].kind else {
         unreachable!()
     };
-    assert!(bob_state.device.process(room.id.0, body).is_err());
+    assert!(bob_state.device.process(room.0, body).is_err());
     alice.close().await;
 }
 
@@ -508,34 +535,14 @@ async fn server_log(server: &TestServer, name: &str, room: RoomId) -> Vec<confid
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_who_leaves_is_removed_from_the_group_without_anyone_writing() {
     let server = TestServer::start().await.unwrap();
-    let profiles = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let (alice, mut alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
-    let (bob, mut bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
-    let (carol, mut carol_events) = register_at(server.addr, profiles[2].path(), "carol").await;
-    let room = alice
-        .create_room("porch".parse().unwrap(), false)
-        .await
-        .unwrap();
-    bob.join("porch".parse().unwrap()).await.unwrap();
-    carol.join("porch".parse().unwrap()).await.unwrap();
-    alice
-        .send_text(Target::Room(room.id), "all three of us")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut bob_events, room.id).await.text(),
-        Some("all three of us")
-    );
-    assert_eq!(
-        next_message(&mut carol_events, room.id).await.text(),
-        Some("all three of us")
-    );
+    let (room, [mut alice, bob, mut carol]) =
+        gathered(&server, "porch", ["alice", "bob", "carol"]).await;
 
-    bob.leave(room.id).await.unwrap();
+    bob.client.leave(room).await.unwrap();
     // Nobody writes: a remaining member's client commits bob's removal by itself.
-    let left_seq = wait_for(&mut alice_events, |event| match event {
+    let left_seq = wait_for(&mut alice.events, |event| match event {
         ClientEvent::Entry { entry, .. }
-            if entry.room == room.id
+            if entry.room == room
                 && matches!(
                     &entry.content,
                     Content::Member { user, change: confide_proto::MemberChange::Left }
@@ -547,9 +554,9 @@ async fn a_member_who_leaves_is_removed_from_the_group_without_anyone_writing() 
         _ => None,
     })
     .await;
-    let commit = wait_for(&mut carol_events, |event| match event {
+    let commit = wait_for(&mut carol.events, |event| match event {
         ClientEvent::Entry { entry, .. }
-            if entry.room == room.id
+            if entry.room == room
                 && entry.seq > left_seq
                 && matches!(entry.content, Content::Commit { .. }) =>
         {
@@ -564,7 +571,7 @@ async fn a_member_who_leaves_is_removed_from_the_group_without_anyone_writing() 
     );
     // Usually one of them commits; the other finds nothing left to do (at most one
     // commit per member in any case).
-    let log = server_log(&server, "alice", room.id).await;
+    let log = server_log(&server, "alice", room).await;
     let commits_after = log
         .iter()
         .filter(|e| e.seq > left_seq && matches!(e.kind, confide_proto::EntryKind::Commit { .. }))
@@ -572,82 +579,47 @@ async fn a_member_who_leaves_is_removed_from_the_group_without_anyone_writing() 
     assert!((1..=2).contains(&commits_after), "{commits_after} commits");
 
     // Bob's own device forgot the group's keys when he left.
-    bob.close().await;
-    let keys = KeyStore::open(
-        &Profile::open(profiles[1].path()).unwrap(),
-        &server.address(),
-        "bob",
-    )
-    .unwrap();
-    let (bob_state, _) = keys.load_or_create("bob").unwrap();
-    assert!(!bob_state.device.has_group(room.id.0));
+    bob.client.close().await;
+    assert!(!bob.stored_keys(&server, "bob").device.has_group(room.0));
 
     // The room goes on for the two who stayed.
-    carol
-        .send_text(Target::Room(room.id), "just us now")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut alice_events, room.id).await.text(),
-        Some("just us now")
-    );
-    alice.close().await;
-    carol.close().await;
+    carol.says(room, "just us now").await;
+    alice.hears(room, "just us now").await;
+    alice.client.close().await;
+    carol.client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything() {
     let server = TestServer::start().await.unwrap();
-    let profiles = [(); 5].map(|()| tempfile::tempdir().unwrap());
-    let (alice, _alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
-    let (bob, mut bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
-    let (carol, _carol_events) = register_at(server.addr, profiles[2].path(), "carol").await;
-    let room = alice
-        .create_room("journal".parse().unwrap(), false)
-        .await
-        .unwrap();
-    bob.join("journal".parse().unwrap()).await.unwrap();
-    carol.join("journal".parse().unwrap()).await.unwrap();
-    alice
-        .send_text(Target::Room(room.id), "m0 everyone is here")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut bob_events, room.id).await.text(),
-        Some("m0 everyone is here")
-    );
-    bob.close().await;
-    drop(bob_events);
+    let (room, [alice, bob, carol]) = gathered(&server, "journal", ["alice", "bob", "carol"]).await;
+    bob.client.close().await;
+    let bob_profile = bob.profile;
+    let (alice, carol) = (alice.client, carol.client);
 
     // While bob is away the group goes through several epochs: a member joins by
     // herself, one is kicked, another is added by alice, and each writes.
     alice
-        .send_text(Target::Room(room.id), "m1 bob is away")
+        .send_text(Target::Room(room), "m1 bob is away")
         .await
         .unwrap();
-    let (dave, _dave_events) = register_at(server.addr, profiles[3].path(), "dave").await;
-    dave.join("journal".parse().unwrap()).await.unwrap();
-    dave.send_text(Target::Room(room.id), "m2 dave joined")
-        .await
-        .unwrap();
-    alice.kick(room.id, "carol".parse().unwrap()).await.unwrap();
+    let dave = Person::register(&server, "dave").await;
+    dave.client.join("journal".parse().unwrap()).await.unwrap();
+    dave.says(room, "m2 dave joined").await;
+    alice.kick(room, "carol".parse().unwrap()).await.unwrap();
     alice
-        .send_text(Target::Room(room.id), "m3 carol is out")
+        .send_text(Target::Room(room), "m3 carol is out")
         .await
         .unwrap();
-    let (erin, _erin_events) = register_at(server.addr, profiles[4].path(), "erin").await;
-    erin.join("journal".parse().unwrap()).await.unwrap();
+    let erin = Person::register(&server, "erin").await;
+    erin.client.join("journal".parse().unwrap()).await.unwrap();
     alice
-        .send_text(Target::Room(room.id), "m4 erin is in")
+        .send_text(Target::Room(room), "m4 erin is in")
         .await
         .unwrap();
-    erin.send_text(Target::Room(room.id), "m5 hello from erin")
-        .await
-        .unwrap();
-    dave.send_text(Target::Room(room.id), "m6 last one")
-        .await
-        .unwrap();
-    let log = server_log(&server, "alice", room.id).await;
+    erin.says(room, "m5 hello from erin").await;
+    dave.says(room, "m6 last one").await;
+    let log = server_log(&server, "alice", room).await;
     let epochs = log
         .iter()
         .filter(|e| matches!(e.kind, confide_proto::EntryKind::Commit { .. }))
@@ -655,7 +627,7 @@ async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything(
     assert!(epochs >= 4, "the group moved through {epochs} commits");
 
     // Bob comes back with his stored session and reads all of it, in order.
-    let (bob, mut bob_events) = connect_at(server.addr, profiles[1].path(), Auth::Resume).await;
+    let (bob, mut bob_events) = connect_at(server.addr, bob_profile.path(), Auth::Resume).await;
     let expected = [
         "m1 bob is away",
         "m2 dave joined",
@@ -666,7 +638,7 @@ async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything(
     ];
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let entry = next_message(&mut bob_events, room.id).await;
+        let entry = next_message(&mut bob_events, room).await;
         assert!(
             matches!(
                 entry.content,
@@ -681,8 +653,8 @@ async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything(
     }
     assert_eq!(got, expected);
     // And can still write in the latest epoch.
-    bob.send_text(Target::Room(room.id), "back").await.unwrap();
-    for client in [alice, bob, carol, dave, erin] {
+    bob.send_text(Target::Room(room), "back").await.unwrap();
+    for client in [alice, bob, carol, dave.client, erin.client] {
         client.close().await;
     }
 }
@@ -690,84 +662,65 @@ async fn a_client_offline_across_several_epochs_catches_up_and_reads_everything(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_notices_are_encrypted_relayed_live_and_never_stored() {
     let server = TestServer::start().await.unwrap();
-    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (alice, mut alice_events) = register_at(server.addr, profiles.0.path(), "alice").await;
-    let (bob, mut bob_events) = register_at(server.addr, profiles.1.path(), "bob").await;
-    let room = alice
-        .create_room("studio".parse().unwrap(), false)
+    let (room, [mut alice, mut bob]) = gathered(&server, "studio", ["alice", "bob"]).await;
+    // A room without a group yet: typing sends nothing rather than creating one.
+    let empty = alice
+        .client
+        .create_room("empty".parse().unwrap(), false)
         .await
         .unwrap();
-    // No group yet: typing sends nothing rather than creating one.
-    assert!(!alice.typing(room.id, true).await.unwrap());
-    bob.join("studio".parse().unwrap()).await.unwrap();
-    alice
-        .send_text(Target::Room(room.id), "hello")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut bob_events, room.id).await.text(),
-        Some("hello")
-    );
-    let stored_before = server_log(&server, "alice", room.id).await;
-    let room_id = room.id;
+    assert!(!alice.client.typing(empty.id, true).await.unwrap());
+    let stored_before = server_log(&server, "alice", room).await;
     let typing = async |events: &mut EventStream| {
         wait_for(events, |event| match event {
-            ClientEvent::Typing { room, user, active } if room == room_id => {
-                Some((user.to_string(), active))
-            }
+            ClientEvent::Typing {
+                room: r,
+                user,
+                active,
+            } if r == room => Some((user.to_string(), active)),
             _ => None,
         })
         .await
     };
 
-    assert!(bob.typing(room.id, true).await.unwrap());
-    assert_eq!(typing(&mut alice_events).await, ("bob".to_owned(), true));
+    assert!(bob.client.typing(room, true).await.unwrap());
+    assert_eq!(typing(&mut alice.events).await, ("bob".to_owned(), true));
     // Repeated keystrokes within a few seconds send nothing more.
-    assert!(!bob.typing(room.id, true).await.unwrap());
-    assert!(bob.typing(room.id, false).await.unwrap());
-    assert_eq!(typing(&mut alice_events).await, ("bob".to_owned(), false));
+    assert!(!bob.client.typing(room, true).await.unwrap());
+    assert!(bob.client.typing(room, false).await.unwrap());
+    assert_eq!(typing(&mut alice.events).await, ("bob".to_owned(), false));
     assert!(
-        !bob.typing(room.id, false).await.unwrap(),
+        !bob.client.typing(room, false).await.unwrap(),
         "already stopped"
     );
     // Alice, whose group is the same, types back.
-    assert!(alice.typing(room.id, true).await.unwrap());
-    assert_eq!(typing(&mut bob_events).await, ("alice".to_owned(), true));
+    assert!(alice.client.typing(room, true).await.unwrap());
+    assert_eq!(typing(&mut bob.events).await, ("alice".to_owned(), true));
 
     // Nothing was stored, and messages still decrypt after the notices moved the
     // senders' ratchets.
-    assert_eq!(server_log(&server, "alice", room.id).await, stored_before);
-    bob.send_text(Target::Room(room.id), "after typing")
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut alice_events, room.id).await.text(),
-        Some("after typing")
-    );
-    alice.close().await;
-    bob.close().await;
+    assert_eq!(server_log(&server, "alice", room).await, stored_before);
+    bob.says(room, "after typing").await;
+    alice.hears(room, "after typing").await;
+    alice.client.close().await;
+    bob.client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_users_new_identity_is_announced_loudly_to_those_who_share_a_room() {
     let server = TestServer::start().await.unwrap();
-    let profiles = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let (alice, mut alice_events) = register_at(server.addr, profiles[0].path(), "alice").await;
-    let (bob, _bob_events) = register_at(server.addr, profiles[1].path(), "bob").await;
-    let room = alice
-        .create_room("trust".parse().unwrap(), false)
-        .await
-        .unwrap();
-    bob.join("trust".parse().unwrap()).await.unwrap();
+    let (room, [alice, bob]) = gathered(&server, "trust", ["alice", "bob"]).await;
+    let (alice, mut alice_events) = (alice.client, alice.events);
+    bob.client.close().await;
     let bob_name: UserName = "bob".parse().unwrap();
     let before = alice.verification(&bob_name).await.unwrap();
     assert!(!before.verified);
     assert!(alice.mark_verified(&bob_name).await.unwrap());
-    bob.close().await;
 
     // Bob reinstalls: a new profile, so a new device and a new identity key, published
     // when he logs in. Alice hears of it live, and loudly, since she had verified him.
-    let (bob, _bob_events) = login_at(server.addr, profiles[2].path(), "bob").await;
+    let new_profile = tempfile::tempdir().unwrap();
+    let (bob, _bob_events) = login_at(server.addr, new_profile.path(), "bob").await;
     let change = wait_for(&mut alice_events, |event| match event {
         ClientEvent::IdentityChanged {
             user,
@@ -787,11 +740,11 @@ async fn a_verified_users_new_identity_is_announced_loudly_to_those_who_share_a_
         "a new key gives a new safety number"
     );
     // The room goes on with bob's new device.
-    bob.send_text(Target::Room(room.id), "new phone who dis")
+    bob.send_text(Target::Room(room), "new phone who dis")
         .await
         .unwrap();
     assert_eq!(
-        next_message(&mut alice_events, room.id).await.text(),
+        next_message(&mut alice_events, room).await.text(),
         Some("new phone who dis")
     );
     alice.close().await;

@@ -4,7 +4,7 @@
 //! Commits travel as public messages (the server must see their epoch); application
 //! messages are always private messages. Errors panic: this is test code.
 
-use confide_proto::{Epoch, RoomId};
+use confide_proto::{DeviceId, Epoch, RoomId};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -43,12 +43,17 @@ fn parse(bytes: &[u8]) -> MlsMessageBodyIn {
 }
 
 impl Member {
-    pub fn new(name: &str) -> Member {
+    /// A device of user `name` (canonical), with Confide's credential for it.
+    pub fn new(name: &str, device: DeviceId) -> Member {
         let provider = OpenMlsRustCrypto::default();
         let signer = SignatureKeyPair::new(SUITE.signature_algorithm()).unwrap();
         signer.store(provider.storage()).unwrap();
+        let id = confide_crypto::MemberId {
+            user: name.to_owned(),
+            device: device.0,
+        };
         let credential = CredentialWithKey {
-            credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+            credential: id.credential(),
             signature_key: signer.to_public_vec().into(),
         };
         Member {
