@@ -3,8 +3,9 @@
 # it installs only what is missing and is safe to run before every build.
 set -euo pipefail
 
-# System packages. Building needs a C compiler (bundled SQLite, ring) and pkg-config.
-packages=(gcc pkg-config)
+# System packages. Building needs a C compiler (bundled SQLite, ring) and pkg-config;
+# the desktop app draws emoji with the Noto Color Emoji font (its tests too).
+packages=(gcc pkg-config fonts-noto-color-emoji)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -29,6 +29,24 @@ pub struct Client {
 }
 
 impl Client {
+    /// The fingerprint of the certificate `server` presents, without logging in or
+    /// pinning it: for a front end that asks before trusting a new server (then connects
+    /// with [`ClientConfig::fingerprint`]). Bounded by `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`], [`ClientError::Tls`] or [`ClientError::ConnectTimeout`].
+    pub async fn probe(
+        server: &crate::ServerAddress,
+        timeout: std::time::Duration,
+    ) -> Result<crate::Fingerprint, ClientError> {
+        tokio::time::timeout(timeout, crate::connection::probe(server))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout {
+                server: server.clone(),
+                after: timeout,
+            })?
+    }
+
     /// Connects to the server, checks its certificate, logs in and starts the
     /// background connection actor.
     ///

@@ -15,6 +15,23 @@ mod transport;
 
 pub(crate) use establish::{Established, Login, Pin, establish, reply_kind};
 
+/// Connects to `server` only to see its certificate: returns the certificate's
+/// fingerprint without logging in or trusting it, so that a front end can ask its user
+/// whether to trust a server it meets for the first time.
+pub(crate) async fn probe(server: &ServerAddress) -> Result<Fingerprint, ClientError> {
+    match tls::connect(server, None).await {
+        Ok((_stream, fingerprint)) => Ok(fingerprint),
+        Err(tls::TlsFailure::Connect(source)) => Err(ClientError::Connect {
+            server: server.clone(),
+            source,
+        }),
+        Err(tls::TlsFailure::Handshake { error, .. }) => Err(ClientError::Tls {
+            server: server.clone(),
+            source: error,
+        }),
+    }
+}
+
 use crate::address::ServerAddress;
 use crate::backoff::Backoff;
 use crate::error::ClientError;

@@ -176,6 +176,21 @@ impl Entry {
     }
 }
 
+/// How front ends word a membership change: `bob joined`, `carol was kicked by alice`.
+#[must_use]
+pub fn member_change(by: &str, user: &str, change: confide_proto::MemberChange) -> String {
+    use confide_proto::MemberChange;
+    match change {
+        MemberChange::Created => format!("{user} created the room"),
+        MemberChange::Joined => format!("{user} joined"),
+        MemberChange::Left => format!("{user} left"),
+        MemberChange::Invited => format!("{user} was invited by {by}"),
+        MemberChange::Kicked => format!("{user} was kicked by {by}"),
+        MemberChange::Banned => format!("{user} was banned by {by}"),
+        MemberChange::Unbanned => format!("{user} was unbanned by {by}"),
+    }
+}
+
 /// The one-line summary front ends show for a message's content (its text, or what
 /// kind of message it is). Control characters are left to the front end.
 #[must_use]

@@ -55,7 +55,7 @@ pub use address::{AddressError, ServerAddress};
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::{Auth, ClientConfig};
-pub use entry::{Content, Entry, Protection, Unreadable, summary};
+pub use entry::{Content, Entry, Protection, Unreadable, member_change, summary};
 pub use error::ClientError;
 pub use event::{ClientEvent, ConnectionState, EventStream};
 pub use fingerprint::{Fingerprint, FingerprintError};

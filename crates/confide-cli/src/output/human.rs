@@ -10,9 +10,7 @@
 use super::{Line, RoomDirectory, local};
 use chrono::TimeZone;
 use confide_client::{ClientEvent, ConnectionState, Content, Entry, Protection, Unreadable};
-use confide_proto::{
-    MemberChange, MemberInfo, Membership, RoomEncryption, RoomInfo, RoomKind, UserName,
-};
+use confide_proto::{MemberInfo, Membership, RoomEncryption, RoomInfo, RoomKind, UserName};
 use std::fmt::Display;
 
 /// Marks a message protected only by a shared key, before its sender's name.
@@ -168,19 +166,7 @@ pub fn identity_change(user: &UserName, key_changed: bool, was_verified: bool) -
     }
 }
 
-/// `bob joined`, `carol was kicked by alice`.
-#[must_use]
-pub fn member_change(by: &str, user: &str, change: MemberChange) -> String {
-    match change {
-        MemberChange::Created => format!("{user} created the room"),
-        MemberChange::Joined => format!("{user} joined"),
-        MemberChange::Left => format!("{user} left"),
-        MemberChange::Invited => format!("{user} was invited by {by}"),
-        MemberChange::Kicked => format!("{user} was kicked by {by}"),
-        MemberChange::Banned => format!("{user} was banned by {by}"),
-        MemberChange::Unbanned => format!("{user} was unbanned by {by}"),
-    }
-}
+pub use confide_client::member_change;
 
 /// `* connected`, `* reconnecting (attempt 2, in 0.8s)`.
 #[must_use]
@@ -258,7 +244,7 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
     use chrono::{FixedOffset, Utc};
-    use confide_proto::{RoomId, Seq};
+    use confide_proto::{MemberChange, RoomId, Seq};
     use std::time::Duration;
 
     fn human(show_room: bool) -> Human<Utc> {

@@ -84,6 +84,12 @@ impl Typing {
         changed
     }
 
+    /// Whether nobody is shown typing anywhere.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
     /// Who is typing in `room` at `now`, in name order.
     #[must_use]
     pub fn typing(&self, room: RoomId, now: Instant) -> Vec<&UserName> {

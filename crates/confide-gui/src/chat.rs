@@ -1,0 +1,768 @@
+//! The chat screen: rooms on the left with unread counts, the conversation in the
+//! middle (timestamps, names, day separators, join and leave notices, who is typing),
+//! the room's people on the right (click one for a private conversation), the input at
+//! the bottom (Enter sends, Shift+Enter makes a new line, `:shortcode:` becomes emoji),
+//! and a top bar with the connection's state and a Disconnect button.
+//!
+//! The screen keeps the client core's view models and forwards everything the user
+//! does to the [`ClientHandle`]; answers come back as [`Outcome`]s.
+
+use crate::app::Update;
+use crate::bridge::Bridge;
+use crate::emoji;
+use crate::start::Connected;
+use chrono::{Local, NaiveDate, TimeZone as _};
+use confide_client::model::{LineKind, Presence, RoomList, Row, Timeline, Typing};
+use confide_client::{
+    ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck,
+};
+use confide_proto::{
+    MemberInfo, RoomEncryption, RoomId, RoomInfo, RoomName, Target, Timestamp, UserName,
+};
+use std::collections::HashSet;
+use std::time::Instant;
+
+/// Entries fetched when a room is opened.
+const HISTORY_PAGE: u32 = 100;
+
+/// Suggestions shown for a started `:shortcode`.
+const SUGGESTIONS: usize = 6;
+
+/// The answer to a request the screen made.
+pub enum Outcome {
+    /// A message was stored (or not).
+    Sent {
+        /// The room it was for.
+        room: RoomId,
+        /// What was sent, to give back on failure.
+        text: String,
+        /// The acknowledgement or the error.
+        result: Result<SentAck, String>,
+    },
+    /// A page of history.
+    History {
+        /// The room.
+        room: RoomId,
+        /// The page or the error.
+        result: Result<HistoryPage, String>,
+    },
+    /// A room's members.
+    Members {
+        /// The room.
+        room: RoomId,
+        /// The list or the error.
+        result: Result<Vec<MemberInfo>, String>,
+    },
+    /// A room was joined, created or opened (a direct conversation).
+    Entered(Result<RoomInfo, String>),
+    /// Something without an answer finished; the text says what.
+    Done(Result<String, String>),
+}
+
+/// A dialog over the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dialog {
+    Create { name: String, private: bool },
+    Join { name: String },
+    Invite { room: RoomId, user: String },
+}
+
+/// The chat screen's state.
+pub struct ChatScreen {
+    client: ClientHandle,
+    me: UserName,
+    server: String,
+    rooms: RoomList,
+    timeline: Timeline,
+    presence: Presence,
+    typing: Typing,
+    connection: ConnectionState,
+    syncing: bool,
+    input: String,
+    /// Messages sent and not yet acknowledged: (room, text).
+    pending: Vec<(RoomId, String)>,
+    status: Option<String>,
+    alert: Option<String>,
+    dialog: Option<Dialog>,
+    loaded: HashSet<RoomId>,
+    members_asked: HashSet<RoomId>,
+    typing_in: Option<RoomId>,
+}
+
+impl ChatScreen {
+    /// The screen for a client that just logged in, in the lobby (or the first room).
+    #[must_use]
+    pub fn new(connected: Connected) -> ChatScreen {
+        let mut rooms = RoomList::new(connected.me.clone());
+        rooms.replace(connected.rooms);
+        let first = rooms
+            .lobby()
+            .map(|room| room.id())
+            .or_else(|| rooms.rooms().first().map(|room| room.id()));
+        if let Some(room) = first {
+            rooms.select(room);
+        }
+        ChatScreen {
+            client: connected.client,
+            me: connected.me,
+            server: connected.server.to_string(),
+            rooms,
+            timeline: Timeline::new(),
+            presence: Presence::new(),
+            typing: Typing::new(),
+            connection: ConnectionState::Connected,
+            syncing: true,
+            input: String::new(),
+            pending: Vec::new(),
+            status: None,
+            alert: None,
+            dialog: None,
+            loaded: HashSet::new(),
+            members_asked: HashSet::new(),
+            typing_in: None,
+        }
+    }
+
+    /// The client (to close it).
+    #[must_use]
+    pub fn client(&self) -> &ClientHandle {
+        &self.client
+    }
+
+    /// The rooms, as shown.
+    #[must_use]
+    pub fn rooms(&self) -> &RoomList {
+        &self.rooms
+    }
+
+    /// The conversations, as shown.
+    #[must_use]
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// The connection's state, as shown.
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionState {
+        &self.connection
+    }
+
+    /// Closes the connection in the background (the Disconnect button).
+    pub fn disconnect(&self, bridge: &Bridge<Update>) {
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            client.close().await;
+            None
+        });
+    }
+
+    /// An event from the client core.
+    pub fn on_event(&mut self, event: ClientEvent) {
+        self.rooms.apply(&event);
+        self.timeline.apply(&event);
+        self.presence.apply(&event);
+        self.typing.apply(&event, Instant::now());
+        match event {
+            ClientEvent::Connection(state) => {
+                if state == ConnectionState::Connected {
+                    self.syncing = true;
+                    // Presence is not replayed: ask again for the rooms shown.
+                    self.members_asked.clear();
+                }
+                self.connection = state;
+            }
+            ClientEvent::SyncComplete => self.syncing = false,
+            ClientEvent::Warning(text) => self.status = Some(text),
+            ClientEvent::IdentityChanged {
+                user,
+                key_changed,
+                was_verified,
+            } => {
+                let text = if key_changed && was_verified {
+                    format!(
+                        "{user}'s identity key changed, and you had verified them. Compare \
+                         safety numbers again before trusting their messages."
+                    )
+                } else if key_changed {
+                    format!("{user}'s identity key changed (a new installation?)")
+                } else {
+                    format!("{user}'s list of devices changed")
+                };
+                if key_changed && was_verified {
+                    self.alert = Some(text);
+                } else {
+                    self.status = Some(text);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to a request.
+    pub fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Sent { room, text, result } => {
+                if let Some(at) = self
+                    .pending
+                    .iter()
+                    .position(|(r, t)| *r == room && *t == text)
+                {
+                    self.pending.remove(at);
+                }
+                if let Err(err) = result {
+                    self.status = Some(format!("not sent: {err}"));
+                    if self.input.is_empty() {
+                        self.input = text;
+                    }
+                }
+            }
+            Outcome::History { room, result } => match result {
+                Ok(page) => {
+                    self.timeline.load_history(&page.entries);
+                    if !page.more {
+                        self.timeline.mark_complete(room);
+                    }
+                }
+                Err(err) => {
+                    self.loaded.remove(&room);
+                    self.status = Some(format!("cannot load the history: {err}"));
+                }
+            },
+            Outcome::Members { room, result } => match result {
+                Ok(members) => self.presence.seed(room, &members),
+                Err(err) => {
+                    self.members_asked.remove(&room);
+                    self.status = Some(format!("cannot list the members: {err}"));
+                }
+            },
+            Outcome::Entered(result) => match result {
+                Ok(info) => {
+                    let id = info.id;
+                    self.rooms.insert(info);
+                    self.rooms.select(id);
+                }
+                Err(err) => self.status = Some(err),
+            },
+            Outcome::Done(result) => match result {
+                Ok(text) | Err(text) => self.status = Some(text),
+            },
+        }
+    }
+
+    /// Draws the screen. Returns `true` when the user asked to disconnect.
+    pub fn show(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>) -> bool {
+        let now = Instant::now();
+        if self.typing.expire(now) || !self.typing.is_empty() {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs(1));
+        }
+        self.load_current(bridge);
+        let mut disconnect = false;
+        egui::Panel::top("top bar").show(ui, |ui| {
+            disconnect = self.top_bar(ui);
+        });
+        egui::Panel::left("rooms")
+            .resizable(true)
+            .default_size(180.0)
+            .show(ui, |ui| self.room_list(ui));
+        egui::Panel::right("people")
+            .resizable(true)
+            .default_size(160.0)
+            .show(ui, |ui| self.people(ui, bridge));
+        egui::Panel::bottom("input").show(ui, |ui| self.input_area(ui, bridge));
+        egui::CentralPanel::default().show(ui, |ui| self.conversation(ui, bridge, now));
+        self.dialogs(ui, bridge);
+        disconnect
+    }
+
+    /// Fetches the history and members of the open room once.
+    fn load_current(&mut self, bridge: &Bridge<Update>) {
+        let Some(room) = self.rooms.selected() else {
+            return;
+        };
+        if !room.is_joined() {
+            return;
+        }
+        let id = room.id();
+        if self.loaded.insert(id) {
+            let client = self.client.clone();
+            bridge.spawn(async move {
+                let result = client
+                    .history(id, None, HISTORY_PAGE)
+                    .await
+                    .map_err(|e| e.to_string());
+                Some(Update::Outcome(Outcome::History { room: id, result }))
+            });
+        }
+        if !self.presence.is_known(id) && self.members_asked.insert(id) {
+            let client = self.client.clone();
+            bridge.spawn(async move {
+                let result = client.members(id).await.map_err(|e| e.to_string());
+                Some(Update::Outcome(Outcome::Members { room: id, result }))
+            });
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) -> bool {
+        let mut disconnect = false;
+        ui.horizontal(|ui| {
+            let (text, color) = match &self.connection {
+                ConnectionState::Connected if self.syncing => {
+                    ("Catching up".to_owned(), egui::Color32::YELLOW)
+                }
+                ConnectionState::Connected => ("Connected".to_owned(), egui::Color32::GREEN),
+                ConnectionState::Reconnecting { attempt, .. } => (
+                    format!("Reconnecting (attempt {attempt})"),
+                    egui::Color32::YELLOW,
+                ),
+                ConnectionState::Disconnected { reason } => {
+                    (format!("Disconnected: {reason}"), egui::Color32::RED)
+                }
+                _ => ("Connection changed".to_owned(), egui::Color32::YELLOW),
+            };
+            ui.colored_label(color, text);
+            ui.label(format!("{} on {}", self.me, self.server));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.button("Disconnect").clicked() {
+                    disconnect = true;
+                }
+            });
+        });
+        if let Some(alert) = self.alert.clone() {
+            ui.horizontal(|ui| {
+                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {alert}"));
+                if ui.button("Dismiss").clicked() {
+                    self.alert = None;
+                }
+            });
+        }
+        disconnect
+    }
+
+    fn room_list(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("Rooms");
+            if ui.small_button("New").clicked() {
+                self.dialog = Some(Dialog::Create {
+                    name: String::new(),
+                    private: false,
+                });
+            }
+            if ui.small_button("Join").clicked() {
+                self.dialog = Some(Dialog::Join {
+                    name: String::new(),
+                });
+            }
+        });
+        ui.separator();
+        let mut chosen = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for room in self.rooms.rooms() {
+                let mut label = room.label();
+                if room.is_invitation() {
+                    label.push_str(" (invited)");
+                }
+                if room.unread > 0 {
+                    label = format!("{label}  ({})", room.unread);
+                }
+                let selected = self.rooms.selected_id() == Some(room.id());
+                if ui.selectable_label(selected, label).clicked() {
+                    chosen = Some(room.id());
+                }
+            }
+        });
+        if let Some(room) = chosen {
+            self.select(room);
+        }
+    }
+
+    fn select(&mut self, room: RoomId) {
+        if self.rooms.selected_id() != Some(room) {
+            self.rooms.select(room);
+        }
+    }
+
+    fn people(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>) {
+        ui.strong("People");
+        ui.separator();
+        let Some(room) = self.rooms.selected_id() else {
+            return;
+        };
+        let mut open = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            let mut members: Vec<_> = self.presence.members(room).collect();
+            members.sort_by_key(|m| (!m.online, m.user.canonical()));
+            for member in members {
+                let owner = if member.owner { " (owner)" } else { "" };
+                let mut text = egui::RichText::new(format!("{}{owner}", member.user));
+                text = if member.online {
+                    text.color(egui::Color32::GREEN)
+                } else {
+                    text.weak()
+                };
+                let response = ui.selectable_label(false, text);
+                if member.user.canonical() != self.me.canonical() && response.clicked() {
+                    open = Some(member.user.clone());
+                }
+                response.on_hover_text("Open a private conversation");
+            }
+        });
+        if let Some(peer) = open {
+            self.open_direct(peer, bridge);
+        }
+    }
+
+    /// Opens the private conversation with `peer` (created on the server if needed).
+    fn open_direct(&mut self, peer: UserName, bridge: &Bridge<Update>) {
+        if let Some(room) = self.rooms.find_direct(&peer).map(|room| room.id()) {
+            self.select(room);
+            return;
+        }
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            let result = async {
+                let id = client.direct_room_id(&peer).await?;
+                let rooms = client.rooms().await?;
+                rooms.into_iter().find(|room| room.id == id).ok_or_else(|| {
+                    confide_client::ClientError::Protocol(format!(
+                        "the conversation with {peer} is not listed"
+                    ))
+                })
+            }
+            .await
+            .map_err(|e| e.to_string());
+            Some(Update::Outcome(Outcome::Entered(result)))
+        });
+    }
+
+    /// Runs a request that ends in a room to open.
+    fn spawn_entered<F, Fut>(&self, bridge: &Bridge<Update>, request: F)
+    where
+        F: FnOnce(ClientHandle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<RoomInfo, confide_client::ClientError>> + Send,
+    {
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            let result = request(client).await.map_err(|e| e.to_string());
+            Some(Update::Outcome(Outcome::Entered(result)))
+        });
+    }
+
+    fn conversation(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>, now: Instant) {
+        let Some(room) = self.rooms.selected().cloned() else {
+            ui.label("No conversation yet: create or join a room.");
+            return;
+        };
+        ui.horizontal(|ui| {
+            ui.heading(room.label());
+            match &room.info.encryption {
+                RoomEncryption::SharedKey { .. } => {
+                    ui.colored_label(
+                        egui::Color32::from_rgb(230, 160, 40),
+                        "⚠ shared key (weaker than MLS)",
+                    )
+                    .on_hover_text(
+                        "Everyone who has the room's key or passphrase can read it, and \
+                         there is no forward secrecy.",
+                    );
+                }
+                _ => {
+                    ui.label("🔒 end-to-end encrypted (MLS)");
+                }
+            }
+            if room.is_joined() && !room.is_direct() {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    if !room.is_lobby() && ui.button("Leave").clicked() {
+                        let client = self.client.clone();
+                        let (id, label) = (room.id(), room.label());
+                        bridge.spawn(async move {
+                            let result = client
+                                .leave(id)
+                                .await
+                                .map(|()| format!("left {label}"))
+                                .map_err(|e| e.to_string());
+                            Some(Update::Outcome(Outcome::Done(result)))
+                        });
+                    }
+                    if ui.button("Invite…").clicked() {
+                        self.dialog = Some(Dialog::Invite {
+                            room: room.id(),
+                            user: String::new(),
+                        });
+                    }
+                });
+            }
+        });
+        if room.is_invitation() {
+            ui.label("You are invited to this room.");
+            if ui.button("Accept the invitation").clicked()
+                && let Some(name) = room.info.name.clone()
+            {
+                self.spawn_entered(bridge, move |client| async move { client.join(name).await });
+            }
+            return;
+        }
+        ui.separator();
+        let typing_line = self.typing.describe(room.id(), now);
+        let rows = self.timeline.rows(room.id(), local_day);
+        egui::ScrollArea::vertical()
+            .stick_to_bottom(true)
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for row in rows {
+                    match row {
+                        Row::Day(day) => {
+                            ui.vertical_centered(|ui| {
+                                ui.weak(day.format("%A %-d %B %Y").to_string());
+                            });
+                        }
+                        Row::Line(line) => line_ui(ui, line),
+                    }
+                }
+                for (_, text) in self.pending.iter().filter(|(r, _)| *r == room.id()) {
+                    ui.weak(format!("[sending] {}: {text}", self.me));
+                }
+            });
+        if let Some(typing) = typing_line {
+            ui.weak(egui::RichText::new(typing).italics());
+        }
+    }
+
+    fn input_area(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>) {
+        if let Some(status) = &self.status {
+            ui.horizontal(|ui| {
+                ui.colored_label(ui.visuals().warn_fg_color, status.as_str());
+            });
+        }
+        let Some(room) = self
+            .rooms
+            .selected()
+            .filter(|r| r.is_joined())
+            .map(|r| r.id())
+        else {
+            return;
+        };
+        let id = egui::Id::unique("message input");
+        // Enter sends; Shift+Enter is left to the text box (a new line).
+        let focused = ui.ctx().memory(|m| m.has_focus(id));
+        let send = focused
+            && ui.input_mut(|input| input.consume_key(egui::Modifiers::NONE, egui::Key::Enter));
+        let before = self.input.clone();
+        let label = ui.label("Message");
+        let output = egui::TextEdit::multiline(&mut self.input)
+            .id(id)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("Write a message (Enter sends, Shift+Enter for a new line)")
+            .show(ui);
+        output.response.response.labelled_by(label.id);
+        let cursor = output
+            .cursor_range
+            .map_or(self.input.chars().count(), |range| range.primary.index.0);
+        if self.input != before {
+            if let Some(replaced) = emoji::replace_shortcodes(&self.input, cursor) {
+                self.input = replaced.text;
+                set_cursor(ui.ctx(), id, replaced.cursor);
+            }
+            self.typing_changed(room, bridge);
+        }
+        self.suggestions(ui, id, cursor);
+        if send {
+            self.send(room, bridge);
+        }
+    }
+
+    /// Suggestions under the input for a `:shortcode` being typed; a click completes it.
+    fn suggestions(&mut self, ui: &mut egui::Ui, id: egui::Id, cursor: usize) {
+        let Some(started) = emoji::started_shortcode(&self.input, cursor) else {
+            return;
+        };
+        let found = emoji::suggestions(&started.fragment, SUGGESTIONS);
+        if found.is_empty() {
+            return;
+        }
+        ui.horizontal_wrapped(|ui| {
+            for (code, emoji) in found {
+                if ui.button(format!("{} :{code}:", emoji.as_str())).clicked() {
+                    let done = emoji::complete(&self.input, &started, cursor, emoji.as_str());
+                    self.input = done.text;
+                    set_cursor(ui.ctx(), id, done.cursor);
+                    ui.ctx().memory_mut(|m| m.request_focus(id));
+                }
+            }
+        });
+    }
+
+    /// Tells the room whether this user is writing a message (the core throttles).
+    fn typing_changed(&mut self, room: RoomId, bridge: &Bridge<Update>) {
+        let composing = !self.input.trim().is_empty();
+        let mut notices = Vec::new();
+        if let Some(before) = self.typing_in
+            && (before != room || !composing)
+        {
+            notices.push((before, false));
+        }
+        if composing {
+            notices.push((room, true));
+        }
+        self.typing_in = composing.then_some(room);
+        for (room, active) in notices {
+            let client = self.client.clone();
+            bridge.spawn(async move {
+                if let Err(err) = client.typing(room, active).await {
+                    tracing::debug!(cause = %err, "cannot send a typing notice");
+                }
+                None
+            });
+        }
+    }
+
+    fn send(&mut self, room: RoomId, bridge: &Bridge<Update>) {
+        let text = self.input.trim_end().to_owned();
+        if text.trim().is_empty() {
+            return;
+        }
+        self.input.clear();
+        self.typing_in = None;
+        self.status = None;
+        self.pending.push((room, text.clone()));
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            let result = client
+                .send_text(Target::Room(room), &text)
+                .await
+                .map_err(|e| e.to_string());
+            Some(Update::Outcome(Outcome::Sent { room, text, result }))
+        });
+    }
+
+    fn dialogs(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>) {
+        let Some(mut dialog) = self.dialog.clone() else {
+            return;
+        };
+        let mut close = false;
+        let mut submit = false;
+        egui::Modal::new(egui::Id::unique("room dialog")).show(ui.ctx(), |ui| {
+            match &mut dialog {
+                Dialog::Create { name, private } => {
+                    ui.heading("New room");
+                    let label = ui.label("Room name");
+                    ui.text_edit_singleline(name).labelled_by(label.id);
+                    ui.checkbox(private, "Private (by invitation only)");
+                }
+                Dialog::Join { name } => {
+                    ui.heading("Join a room");
+                    let label = ui.label("Room name");
+                    ui.text_edit_singleline(name).labelled_by(label.id);
+                }
+                Dialog::Invite { user, .. } => {
+                    ui.heading("Invite someone");
+                    let label = ui.label("User name");
+                    ui.text_edit_singleline(user).labelled_by(label.id);
+                }
+            }
+            ui.horizontal(|ui| {
+                if ui.button("OK").clicked() {
+                    submit = true;
+                }
+                if ui.button("Cancel").clicked() {
+                    close = true;
+                }
+            });
+        });
+        if submit {
+            match self.submit_dialog(&dialog, bridge) {
+                Ok(()) => close = true,
+                Err(err) => self.status = Some(err),
+            }
+        }
+        self.dialog = if close { None } else { Some(dialog) };
+    }
+
+    fn submit_dialog(&mut self, dialog: &Dialog, bridge: &Bridge<Update>) -> Result<(), String> {
+        match dialog.clone() {
+            Dialog::Create { name, private } => {
+                let name: RoomName = name.trim().parse().map_err(|e| format!("{e}"))?;
+                self.spawn_entered(bridge, move |client| async move {
+                    client.create_room(name, private).await
+                });
+            }
+            Dialog::Join { name } => {
+                let name: RoomName = name.trim().parse().map_err(|e| format!("{e}"))?;
+                self.spawn_entered(bridge, move |client| async move { client.join(name).await });
+            }
+            Dialog::Invite { room, user } => {
+                let user = UserName::parse(user.trim()).map_err(|e| e.to_string())?;
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    let result = client
+                        .invite(room, user.clone())
+                        .await
+                        .map(|()| format!("invited {user}"))
+                        .map_err(|e| e.to_string());
+                    Some(Update::Outcome(Outcome::Done(result)))
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of a conversation: `[HH:MM:SS] name: text`, or a notice.
+fn line_ui(ui: &mut egui::Ui, line: &confide_client::model::TimelineLine) {
+    let clock = local_time(line.timestamp).format("[%H:%M:%S]").to_string();
+    match &line.kind {
+        LineKind::Message { text, protection } => {
+            ui.horizontal_wrapped(|ui| {
+                ui.weak(clock);
+                ui.strong(format!("{}:", line.sender));
+                ui.label(text.as_str());
+                if *protection == Protection::SharedKey {
+                    ui.weak("(shared key)");
+                }
+            });
+        }
+        LineKind::Unreadable { reason } => {
+            let text = format!("{clock} {}: ⚠ {reason}", line.sender);
+            if reason.is_alert() {
+                ui.colored_label(ui.visuals().error_fg_color, text);
+            } else {
+                ui.weak(text);
+            }
+        }
+        LineKind::Member { user, change } => {
+            ui.weak(
+                egui::RichText::new(format!(
+                    "{clock} {}",
+                    confide_client::member_change(line.sender.as_str(), user.as_str(), *change)
+                ))
+                .italics(),
+            );
+        }
+        // Key changes of the room's group are not conversation.
+        LineKind::Commit { .. } => {}
+        _ => {}
+    }
+}
+
+fn local_time(timestamp: Timestamp) -> chrono::DateTime<Local> {
+    Local
+        .timestamp_millis_opt(timestamp.0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn local_day(timestamp: Timestamp) -> NaiveDate {
+    local_time(timestamp).date_naive()
+}
+
+/// Moves the text box's cursor to a character index.
+fn set_cursor(ctx: &egui::Context, id: egui::Id, index: usize) {
+    if let Some(mut state) = egui::TextEdit::load_state(ctx, id) {
+        let cursor = egui::text::CCursor::new(index);
+        state
+            .cursor
+            .set_char_range(Some(egui::text::CCursorRange::one(cursor)));
+        state.store(ctx, id);
+    }
+}

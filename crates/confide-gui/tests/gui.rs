@@ -1,0 +1,232 @@
+//! The desktop app driven through its accessibility tree (egui_kittest), against a real
+//! server over loopback TLS, with a second, real client on the other side.
+
+use confide_client::{
+    Auth, Client, ClientConfig, ClientEvent, ClientHandle, EventStream, Fingerprint, Profile,
+};
+use confide_gui::ConfideApp;
+use confide_proto::{Password, RoomId, Target, UserName};
+use confide_testkit::{TIMEOUT, TestServer};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+type App<'a> = Harness<'a, ConfideApp>;
+
+/// The app with its profile in `profile`, remembering `server` and `user` (so the form
+/// starts filled in, as after an earlier login).
+fn app_for<'a>(profile: &Path, server: &str, user: &str) -> App<'a> {
+    std::fs::create_dir_all(profile).unwrap();
+    std::fs::write(
+        profile.join("gui.json"),
+        format!(r#"{{"server": "{server}", "username": "{user}"}}"#),
+    )
+    .unwrap();
+    let app = ConfideApp::new(profile.to_path_buf()).unwrap();
+    Harness::builder()
+        .with_size(egui::Vec2::new(1000.0, 700.0))
+        .build_ui_state(|ui, app: &mut ConfideApp| app.show(ui), app)
+}
+
+/// Steps the app until `done` holds (bounded by the test timeout).
+fn wait_until(harness: &mut App<'_>, what: &str, mut done: impl FnMut(&App<'_>) -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        harness.step();
+        if done(harness) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_label(harness: &App<'_>, text: &str) -> bool {
+    harness.query_by_label_contains(text).is_some()
+}
+
+/// Types the password and presses a button of the start screen.
+fn submit(harness: &mut App<'_>, password: &str, button: &str) {
+    harness.get_by_label("Password").focus();
+    harness.step();
+    harness.get_by_label("Password").type_text(password);
+    harness.step();
+    harness.get_by_label(button).click();
+    harness.step();
+}
+
+async fn register(server: &TestServer, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
+    let config = ClientConfig::new(
+        server.address().parse().unwrap(),
+        Profile::open(profile).unwrap(),
+        Auth::Register {
+            username: UserName::parse(name).unwrap(),
+            password: Password(format!("{name} password")),
+        },
+    )
+    .sync(true);
+    let (client, events) = Client::connect(config).await.unwrap();
+    client.keys_published().await.unwrap();
+    (client, events)
+}
+
+async fn next_text(events: &mut EventStream, room: RoomId, from: &str) -> String {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended");
+        if let ClientEvent::Entry { entry, .. } = event
+            && entry.room == room
+            && entry.sender.as_str() == from
+            && let Some(text) = entry.text()
+        {
+            return text.to_owned();
+        }
+    }
+}
+
+fn lobby(harness: &App<'_>) -> RoomId {
+    let chat = harness.state().chat().expect("connected");
+    chat.rooms().lobby().expect("a lobby").id()
+}
+
+#[test]
+fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+
+    // A server never seen: its fingerprint is shown before anything is sent.
+    submit(&mut harness, "alice password", "Create account");
+    wait_until(&mut harness, "the trust prompt", |h| {
+        has_label(h, "Trust this server?")
+    });
+    let shown = Fingerprint(server.fingerprint).to_string();
+    assert!(
+        has_label(&harness, &shown),
+        "the fingerprint {shown} is shown"
+    );
+    harness.get_by_label("Trust and connect").click();
+    wait_until(&mut harness, "the chat screen", |h| {
+        h.state().is_connected()
+    });
+    wait_until(&mut harness, "the connection indicator", |h| {
+        has_label(h, "Connected")
+    });
+    assert!(has_label(&harness, "alice on "));
+    let lobby = lobby(&harness);
+
+    // Bob, a real client, writes in the lobby; alice's window shows it.
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    runtime
+        .block_on(bob.send_text(Target::Room(lobby), "hi alice"))
+        .unwrap();
+    wait_until(&mut harness, "bob's message", |h| has_label(h, "hi alice"));
+    assert!(has_label(&harness, "bob:"));
+    assert!(has_label(&harness, "end-to-end encrypted (MLS)"));
+
+    // Alice answers with a shortcode, which becomes the emoji as she types; Enter sends.
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text("hello :smile:");
+    harness.step();
+    harness.step();
+    assert_eq!(
+        harness.get_by_label("Message").value().as_deref(),
+        Some("hello 😄")
+    );
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let got = runtime.block_on(async {
+        // Keep the window stepping while waiting: it runs the request.
+        next_text(&mut bob_events, lobby, "alice").await
+    });
+    assert_eq!(got, "hello 😄");
+    wait_until(&mut harness, "the input to clear", |h| {
+        h.get_by_label("Message").value().as_deref() == Some("")
+    });
+
+    // The server and user are remembered for next time.
+    let remembered = std::fs::read_to_string(dirs.0.path().join("gui.json")).unwrap();
+    assert!(remembered.contains(&server.address()) && remembered.contains("alice"));
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+#[test]
+fn a_changed_certificate_is_a_blocking_warning_with_both_fingerprints() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The profile pinned another certificate for this address.
+    let profile = Profile::open(dir.path()).unwrap();
+    let pinned = Fingerprint([7; 32]);
+    profile
+        .pin_server(&server.address().parse().unwrap(), pinned)
+        .unwrap();
+    let mut harness = app_for(dir.path(), &server.address(), "alice");
+    submit(&mut harness, "alice password", "Log in");
+    wait_until(&mut harness, "the warning", |h| {
+        has_label(h, "WARNING: the server's certificate changed")
+    });
+    assert!(has_label(&harness, &pinned.to_string()));
+    assert!(has_label(
+        &harness,
+        &Fingerprint(server.fingerprint).to_string()
+    ));
+    assert!(!harness.state().is_connected());
+    // Cancel leaves it untrusted: the pin stays.
+    harness.get_by_label("Cancel").click();
+    wait_until(&mut harness, "the form", |h| {
+        !has_label(h, "WARNING: the server's certificate changed")
+    });
+    assert_eq!(
+        profile
+            .known_server(&server.address().parse().unwrap())
+            .unwrap(),
+        Some(pinned)
+    );
+}
+
+#[test]
+fn the_connection_indicator_shows_reconnecting_and_recovers_after_a_restart() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut server = runtime.block_on(TestServer::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Known server (pinned by an earlier login), so no prompt this time.
+    Profile::open(dir.path())
+        .unwrap()
+        .pin_server(
+            &server.address().parse().unwrap(),
+            Fingerprint(server.fingerprint),
+        )
+        .unwrap();
+    let mut harness = app_for(dir.path(), &server.address(), "carol");
+    submit(&mut harness, "carol password", "Create account");
+    wait_until(&mut harness, "the chat screen", |h| {
+        h.state().is_connected()
+    });
+    wait_until(&mut harness, "connected", |h| has_label(h, "Connected"));
+
+    // The restarted server keeps its data directory and so its certificate.
+    runtime.block_on(server.stop()).unwrap();
+    wait_until(&mut harness, "reconnecting", |h| {
+        has_label(h, "Reconnecting")
+    });
+    runtime.block_on(server.restart()).unwrap();
+    wait_until(&mut harness, "connected again", |h| {
+        has_label(h, "Connected")
+    });
+    harness.get_by_label("Disconnect").click();
+    wait_until(&mut harness, "the start screen", |h| {
+        !h.state().is_connected() && has_label(h, "Log in")
+    });
+    // The form remembers who logged in last.
+    assert_eq!(
+        harness.get_by_label("User name").value().as_deref(),
+        Some("carol")
+    );
+}
