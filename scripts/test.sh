@@ -18,7 +18,8 @@ if cargo tree -p confide-proto -e normal --prefix none | grep -E '^(tokio|rustls
 fi
 
 echo "== build the benchmarks (not timed)"
-cargo build --workspace --benches --locked
+# The desktop app has no benchmarks; leaving it out spares a release build of its GPU stack.
+cargo build --workspace --exclude confide-gui --benches --locked
 
 echo "== cargo test"
 ./scripts/python-venv.sh  # Python's Fernet, for confide-crypto's interop test

@@ -297,6 +297,26 @@ impl ClientHandle {
         })
     }
 
+    /// The direct conversation with `peer`, created on the server if needed (nothing is
+    /// sent; its MLS group is made with the first message).
+    ///
+    /// # Errors
+    /// As [`ClientHandle::request`]; `NoSuchUser` for an unknown name.
+    pub async fn open_direct(&self, peer: &UserName) -> Result<RoomInfo, ClientError> {
+        match self
+            .request(Request::OpenDirect {
+                user: peer.to_string(),
+            })
+            .await?
+        {
+            Reply::Room(info) => Ok(info),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected answer to open_direct: {}",
+                reply_kind(&other)
+            ))),
+        }
+    }
+
     /// Rooms the user is in or invited to, and public rooms.
     ///
     /// # Errors

@@ -10,11 +10,12 @@
 use crate::app::Update;
 use crate::bridge::Bridge;
 use crate::emoji;
+use crate::picker::EmojiPicker;
 use crate::start::Connected;
 use chrono::{Local, NaiveDate, TimeZone as _};
 use confide_client::model::{LineKind, Presence, RoomList, Row, Timeline, Typing};
 use confide_client::{
-    ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck,
+    ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck, Verification,
 };
 use confide_proto::{
     MemberInfo, RoomEncryption, RoomId, RoomInfo, RoomName, Target, Timestamp, UserName,
@@ -55,16 +56,36 @@ pub enum Outcome {
     },
     /// A room was joined, created or opened (a direct conversation).
     Entered(Result<RoomInfo, String>),
+    /// Someone's safety number, for the verify dialog.
+    Verification {
+        /// Whose.
+        user: UserName,
+        /// The safety number or the error.
+        result: Result<Verification, String>,
+    },
     /// Something without an answer finished; the text says what.
     Done(Result<String, String>),
 }
 
 /// A dialog over the conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Dialog {
-    Create { name: String, private: bool },
-    Join { name: String },
-    Invite { room: RoomId, user: String },
+    Create {
+        name: String,
+        private: bool,
+    },
+    Join {
+        name: String,
+    },
+    Invite {
+        room: RoomId,
+        user: String,
+    },
+    /// Comparing safety numbers with someone (`None` while it loads).
+    Verify {
+        user: UserName,
+        verification: Option<Verification>,
+    },
 }
 
 /// The chat screen's state.
@@ -87,6 +108,9 @@ pub struct ChatScreen {
     loaded: HashSet<RoomId>,
     members_asked: HashSet<RoomId>,
     typing_in: Option<RoomId>,
+    picker: EmojiPicker,
+    /// Where the input's cursor was last (a character index), for the picker.
+    cursor: usize,
 }
 
 impl ChatScreen {
@@ -120,6 +144,8 @@ impl ChatScreen {
             loaded: HashSet::new(),
             members_asked: HashSet::new(),
             typing_in: None,
+            picker: EmojiPicker::new(&connected.profile_dir),
+            cursor: 0,
         }
     }
 
@@ -139,6 +165,12 @@ impl ChatScreen {
     #[must_use]
     pub fn timeline(&self) -> &Timeline {
         &self.timeline
+    }
+
+    /// The status line's text, if any.
+    #[must_use]
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
     }
 
     /// The connection's state, as shown.
@@ -246,7 +278,36 @@ impl ChatScreen {
             Outcome::Done(result) => match result {
                 Ok(text) | Err(text) => self.status = Some(text),
             },
+            Outcome::Verification { user, result } => match result {
+                Ok(verification) => {
+                    if let Some(Dialog::Verify {
+                        user: shown,
+                        verification: slot,
+                    }) = &mut self.dialog
+                        && shown.canonical() == user.canonical()
+                    {
+                        *slot = Some(verification);
+                    }
+                }
+                Err(err) => {
+                    self.dialog = None;
+                    self.status = Some(format!("cannot verify {user}: {err}"));
+                }
+            },
         }
+    }
+
+    /// Opens the verify dialog for `user` and fetches their safety number.
+    fn verify(&mut self, user: UserName, bridge: &Bridge<Update>) {
+        self.dialog = Some(Dialog::Verify {
+            user: user.clone(),
+            verification: None,
+        });
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            let result = client.verification(&user).await.map_err(|e| e.to_string());
+            Some(Update::Outcome(Outcome::Verification { user, result }))
+        });
     }
 
     /// Draws the screen. Returns `true` when the user asked to disconnect.
@@ -389,6 +450,7 @@ impl ChatScreen {
             return;
         };
         let mut open = None;
+        let mut verify = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             let mut members: Vec<_> = self.presence.members(room).collect();
             members.sort_by_key(|m| (!m.online, m.user.canonical()));
@@ -401,14 +463,29 @@ impl ChatScreen {
                     text.weak()
                 };
                 let response = ui.selectable_label(false, text);
-                if member.user.canonical() != self.me.canonical() && response.clicked() {
+                if member.user.canonical() == self.me.canonical() {
+                    continue;
+                }
+                if response.clicked() {
                     open = Some(member.user.clone());
                 }
-                response.on_hover_text("Open a private conversation");
+                response
+                    .on_hover_text("Click for a private conversation; right-click to verify")
+                    .context_menu(|ui| {
+                        if ui.button("Private conversation").clicked() {
+                            open = Some(member.user.clone());
+                        }
+                        if ui.button("Verify safety number").clicked() {
+                            verify = Some(member.user.clone());
+                        }
+                    });
             }
         });
         if let Some(peer) = open {
             self.open_direct(peer, bridge);
+        }
+        if let Some(user) = verify {
+            self.verify(user, bridge);
         }
     }
 
@@ -418,20 +495,8 @@ impl ChatScreen {
             self.select(room);
             return;
         }
-        let client = self.client.clone();
-        bridge.spawn(async move {
-            let result = async {
-                let id = client.direct_room_id(&peer).await?;
-                let rooms = client.rooms().await?;
-                rooms.into_iter().find(|room| room.id == id).ok_or_else(|| {
-                    confide_client::ClientError::Protocol(format!(
-                        "the conversation with {peer} is not listed"
-                    ))
-                })
-            }
-            .await
-            .map_err(|e| e.to_string());
-            Some(Update::Outcome(Outcome::Entered(result)))
+        self.spawn_entered(bridge, move |client| async move {
+            client.open_direct(&peer).await
         });
     }
 
@@ -469,6 +534,13 @@ impl ChatScreen {
                 _ => {
                     ui.label("🔒 end-to-end encrypted (MLS)");
                 }
+            }
+            if let Some(peer) = room.peer().cloned() {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    if ui.button("Verify…").clicked() {
+                        self.verify(peer, bridge);
+                    }
+                });
             }
             if room.is_joined() && !room.is_direct() {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
@@ -543,6 +615,19 @@ impl ChatScreen {
             return;
         };
         let id = egui::Id::unique("message input");
+        let mut picked = None;
+        ui.horizontal(|ui| {
+            if ui
+                .selectable_label(self.picker.open, "😀 Emoji")
+                .on_hover_text("Pick an emoji")
+                .clicked()
+            {
+                self.picker.open = !self.picker.open;
+            }
+        });
+        if let Some(emoji) = self.picker.show(ui.ctx()) {
+            picked = Some(emoji);
+        }
         // Enter sends; Shift+Enter is left to the text box (a new line).
         let focused = ui.ctx().memory(|m| m.has_focus(id));
         let send = focused
@@ -556,9 +641,19 @@ impl ChatScreen {
             .hint_text("Write a message (Enter sends, Shift+Enter for a new line)")
             .show(ui);
         output.response.response.labelled_by(label.id);
-        let cursor = output
+        let mut cursor = output
             .cursor_range
-            .map_or(self.input.chars().count(), |range| range.primary.index.0);
+            .map_or(self.cursor.min(self.input.chars().count()), |range| {
+                range.primary.index.0
+            });
+        if let Some(emoji) = picked {
+            let done = emoji::insert(&self.input, cursor, &emoji);
+            self.input = done.text;
+            cursor = done.cursor;
+            set_cursor(ui.ctx(), id, cursor);
+            ui.ctx().memory_mut(|m| m.request_focus(id));
+        }
+        self.cursor = cursor;
         if self.input != before {
             if let Some(replaced) = emoji::replace_shortcodes(&self.input, cursor) {
                 self.input = replaced.text;
@@ -660,13 +755,40 @@ impl ChatScreen {
                     let label = ui.label("User name");
                     ui.text_edit_singleline(user).labelled_by(label.id);
                 }
-            }
-            ui.horizontal(|ui| {
-                if ui.button("OK").clicked() {
-                    submit = true;
+                Dialog::Verify { user, verification } => {
+                    ui.heading(format!("Verify {user}"));
+                    match verification {
+                        None => {
+                            ui.spinner();
+                        }
+                        Some(verification) => verify_ui(ui, &self.me, verification),
+                    }
                 }
-                if ui.button("Cancel").clicked() {
-                    close = true;
+            }
+            ui.horizontal(|ui| match &dialog {
+                Dialog::Verify {
+                    verification: Some(v),
+                    ..
+                } => {
+                    if !v.verified && ui.button("They match: mark as verified").clicked() {
+                        submit = true;
+                    }
+                    if ui.button("Close").clicked() {
+                        close = true;
+                    }
+                }
+                Dialog::Verify { .. } => {
+                    if ui.button("Close").clicked() {
+                        close = true;
+                    }
+                }
+                _ => {
+                    if ui.button("OK").clicked() {
+                        submit = true;
+                    }
+                    if ui.button("Cancel").clicked() {
+                        close = true;
+                    }
                 }
             });
         });
@@ -691,6 +813,17 @@ impl ChatScreen {
                 let name: RoomName = name.trim().parse().map_err(|e| format!("{e}"))?;
                 self.spawn_entered(bridge, move |client| async move { client.join(name).await });
             }
+            Dialog::Verify { user, .. } => {
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    let result = client
+                        .mark_verified(&user)
+                        .await
+                        .map(|_| format!("{user} is verified"))
+                        .map_err(|e| e.to_string());
+                    Some(Update::Outcome(Outcome::Done(result)))
+                });
+            }
             Dialog::Invite { room, user } => {
                 let user = UserName::parse(user.trim()).map_err(|e| e.to_string())?;
                 let client = self.client.clone();
@@ -706,6 +839,36 @@ impl ChatScreen {
         }
         Ok(())
     }
+}
+
+/// The safety number as 12 groups of digits in 3 rows, and the emoji sequence, with what
+/// to do with them.
+fn verify_ui(ui: &mut egui::Ui, me: &UserName, verification: &Verification) {
+    let user = &verification.user;
+    if verification.verified {
+        ui.colored_label(egui::Color32::GREEN, format!("You verified {user}."));
+    } else if verification.key_changed {
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!("{user}'s identity key changed since you first saw it."),
+        );
+    }
+    ui.label(format!(
+        "Compare these with {user}, in person or on a call. They are the same on both \
+         sides only if nobody is in between ({me} and {user} see the same numbers)."
+    ));
+    let groups = verification.safety_number.groups();
+    for row in groups.chunks(4) {
+        let line: Vec<String> = row.iter().map(|g| format!("{g:05}")).collect();
+        ui.monospace(line.join(" "));
+    }
+    let emoji: Vec<String> = verification
+        .safety_number
+        .emoji_with_names()
+        .into_iter()
+        .map(|(emoji, name)| format!("{emoji} {name}"))
+        .collect();
+    ui.label(emoji.join("   "));
 }
 
 /// One line of a conversation: `[HH:MM:SS] name: text`, or a notice.

@@ -93,13 +93,96 @@ pub fn started_shortcode(text: &str, cursor: usize) -> Option<Started> {
     })
 }
 
+/// The newest Unicode version whose emoji the bundled font (Noto Color Emoji 2.042, in
+/// Debian 12) draws; newer ones are left out of suggestions and the picker.
+const NEWEST_DRAWN: emojis::UnicodeVersion = emojis::UnicodeVersion::new(15, 0);
+
+/// Recently used emoji kept for the picker.
+pub const RECENT: usize = 24;
+
+/// Whether the picker and suggestions offer `emoji`: a base emoji (skin tones are
+/// variants of it) that the font draws.
+#[must_use]
+pub fn offered(emoji: &emojis::Emoji) -> bool {
+    emoji.unicode_version() <= NEWEST_DRAWN
+        && emoji
+            .skin_tone()
+            .is_none_or(|tone| tone == emojis::SkinTone::Default)
+}
+
+/// Emoji whose name or a shortcode contains every word of `query` (case-insensitive),
+/// at most `limit`, in Unicode order.
+#[must_use]
+pub fn search(query: &str, limit: usize) -> Vec<&'static emojis::Emoji> {
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    if words.is_empty() {
+        return Vec::new();
+    }
+    emojis::iter()
+        .filter(|emoji| offered(emoji))
+        .filter(|emoji| {
+            let name = emoji.name().to_lowercase();
+            words.iter().all(|word| {
+                name.contains(word.as_str())
+                    || emoji.shortcodes().any(|code| code.contains(word.as_str()))
+            })
+        })
+        .take(limit)
+        .collect()
+}
+
+/// The emoji of a group that the picker offers.
+pub fn in_group(group: emojis::Group) -> impl Iterator<Item = &'static emojis::Emoji> {
+    group.emojis().filter(|emoji| offered(emoji))
+}
+
+/// A short name for a picker tab.
+#[must_use]
+pub fn group_label(group: emojis::Group) -> &'static str {
+    use emojis::Group;
+    match group {
+        Group::SmileysAndEmotion => "Smileys",
+        Group::PeopleAndBody => "People",
+        Group::AnimalsAndNature => "Nature",
+        Group::FoodAndDrink => "Food",
+        Group::TravelAndPlaces => "Travel",
+        Group::Activities => "Activities",
+        Group::Objects => "Objects",
+        Group::Symbols => "Symbols",
+        Group::Flags => "Flags",
+    }
+}
+
+/// Puts `emoji` first in the recently used list (at most [`RECENT`]).
+pub fn remember(recent: &mut Vec<String>, emoji: &str) {
+    recent.retain(|e| e != emoji);
+    recent.insert(0, emoji.to_owned());
+    recent.truncate(RECENT);
+}
+
+/// Inserts `emoji` at `cursor` (a character index); returns the text and the cursor
+/// after the emoji.
+#[must_use]
+pub fn insert(text: &str, cursor: usize, emoji: &str) -> Replaced {
+    let chars: Vec<char> = text.chars().collect();
+    let cursor = cursor.min(chars.len());
+    let mut out: String = chars[..cursor].iter().collect();
+    out.push_str(emoji);
+    let new_cursor = out.chars().count();
+    out.extend(&chars[cursor..]);
+    Replaced {
+        text: out,
+        cursor: new_cursor,
+    }
+}
+
 /// Emoji whose shortcode starts with `fragment` (best first: exact match, then shorter
 /// codes), at most `limit`, each with the matching shortcode.
 #[must_use]
 pub fn suggestions(fragment: &str, limit: usize) -> Vec<(&'static str, &'static emojis::Emoji)> {
     let mut found: Vec<(&'static str, &'static emojis::Emoji)> = emojis::iter()
         .flat_map(|emoji| emoji.shortcodes().map(move |code| (code, emoji)))
-        .filter(|(code, _)| code.starts_with(fragment))
+        .filter(|(code, emoji)| code.starts_with(fragment) && offered(emoji))
         .collect();
     found.sort_by_key(|(code, _)| (*code != fragment, code.len(), *code));
     found.dedup_by_key(|(_, emoji)| emoji.as_str());
@@ -127,6 +210,37 @@ pub fn complete(text: &str, started: &Started, cursor: usize, emoji: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_matches_names_and_shortcodes_and_skips_variants() {
+        let found = search("party", 10);
+        assert!(found.iter().any(|e| e.as_str() == "🎉"), "{found:?}");
+        let hearts = search("red heart", 5);
+        assert_eq!(hearts[0].as_str(), "❤\u{fe0f}");
+        assert!(search("   ", 5).is_empty());
+        assert!(search("thumbs", 50).iter().all(|e| offered(e)));
+        // Skin-tone variants are not offered separately.
+        let waves = search("waving hand", 50);
+        assert_eq!(waves.len(), 1, "{waves:?}");
+    }
+
+    #[test]
+    fn groups_recent_and_insertion() {
+        assert!(in_group(emojis::Group::SmileysAndEmotion).any(|e| e.as_str() == "😀"));
+        let mut recent = Vec::new();
+        for emoji in ["😀", "🎉", "😀"] {
+            remember(&mut recent, emoji);
+        }
+        assert_eq!(recent, ["😀", "🎉"]);
+        for i in 0..40 {
+            remember(&mut recent, &i.to_string());
+        }
+        assert_eq!(recent.len(), RECENT);
+        let done = insert("ab", 1, "🎉");
+        assert_eq!(done.text, "a🎉b");
+        assert_eq!(done.cursor, 2);
+        assert_eq!(insert("ab", 99, "x").text, "abx");
+    }
 
     #[test]
     fn finished_shortcodes_become_emoji_and_the_cursor_follows() {

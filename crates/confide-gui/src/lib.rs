@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod chat;
 pub mod emoji;
 pub mod fonts;
+pub mod picker;
 pub mod start;
 
 pub use app::ConfideApp;

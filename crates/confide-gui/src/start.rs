@@ -30,6 +30,8 @@ pub struct Connected {
     pub server: ServerAddress,
     /// The rooms at login.
     pub rooms: Vec<RoomInfo>,
+    /// The profile directory.
+    pub profile_dir: PathBuf,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -288,6 +290,7 @@ impl StartScreen {
             }
         };
         self.step = Step::Busy(format!("logging in to {server}..."));
+        let profile_dir = self.profile_dir.clone();
         let config = ClientConfig::new(server.clone(), profile, auth)
             .fingerprint(fingerprint)
             .sync(true)
@@ -314,6 +317,7 @@ impl StartScreen {
                 me,
                 server,
                 rooms,
+                profile_dir,
             };
             if !delivery.send(Update::Connected(Box::new(Ok(connected)))) {
                 return;

@@ -109,7 +109,7 @@ fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
         has_label(&harness, &shown),
         "the fingerprint {shown} is shown"
     );
-    harness.get_by_label("Trust and connect").click();
+    harness.get_by_label("Trust and connect").click_accesskit();
     wait_until(&mut harness, "the chat screen", |h| {
         h.state().is_connected()
     });
@@ -179,7 +179,7 @@ fn a_changed_certificate_is_a_blocking_warning_with_both_fingerprints() {
     ));
     assert!(!harness.state().is_connected());
     // Cancel leaves it untrusted: the pin stays.
-    harness.get_by_label("Cancel").click();
+    harness.get_by_label("Cancel").click_accesskit();
     wait_until(&mut harness, "the form", |h| {
         !has_label(h, "WARNING: the server's certificate changed")
     });
@@ -229,4 +229,101 @@ fn the_connection_indicator_shows_reconnecting_and_recovers_after_a_restart() {
         harness.get_by_label("User name").value().as_deref(),
         Some("carol")
     );
+}
+
+/// Registers alice in the app (trusting the new server) and waits for the chat screen.
+fn register_in_app(harness: &mut App<'_>) {
+    submit(harness, "alice password", "Create account");
+    wait_until(harness, "the trust prompt", |h| {
+        has_label(h, "Trust this server?")
+    });
+    harness.get_by_label("Trust and connect").click_accesskit();
+    wait_until(harness, "the chat screen", |h| h.state().is_connected());
+}
+
+#[test]
+fn a_private_conversation_with_the_emoji_picker_and_verification() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+
+    // Bob is online in the lobby: clicking him opens a private conversation.
+    wait_until(&mut harness, "bob in the people list", |h| {
+        h.query_by_label("bob").is_some()
+    });
+    harness.get_by_label("bob").click();
+    wait_until(&mut harness, "the conversation with bob", |h| {
+        h.state()
+            .chat()
+            .and_then(|chat| chat.rooms().selected())
+            .is_some_and(|room| room.label() == "@bob")
+    });
+
+    // The picker: search, click, and the emoji lands in the input (and is remembered).
+    harness.get_by_label("😀 Emoji").click();
+    wait_until(&mut harness, "the picker", |h| {
+        h.query_by_label("Search emoji").is_some()
+    });
+    harness.get_by_label("Search emoji").focus();
+    harness.step();
+    harness
+        .get_by_label("Search emoji")
+        .type_text("party popper");
+    wait_until(&mut harness, "the search result", |h| {
+        h.query_by_label("🎉").is_some()
+    });
+    harness.get_by_label("🎉").click_accesskit();
+    wait_until(&mut harness, "the emoji in the input", |h| {
+        h.get_by_label("Message").value().as_deref() == Some("🎉")
+    });
+    let recent = std::fs::read_to_string(dirs.0.path().join("recent-emoji.json")).unwrap();
+    assert!(recent.contains("🎉"));
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text(" for you");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let direct = harness
+        .state()
+        .chat()
+        .unwrap()
+        .rooms()
+        .selected()
+        .unwrap()
+        .id();
+    let got = runtime.block_on(next_text(&mut bob_events, direct, "alice"));
+    assert_eq!(got, "🎉 for you");
+
+    // Verify: the dialog shows the same safety number bob's client computes.
+    harness.get_by_label("Verify…").click();
+    let bobs_view = runtime
+        .block_on(bob.verification(&UserName::parse("alice").unwrap()))
+        .unwrap();
+    let first_row: Vec<String> = bobs_view.safety_number.groups()[..4]
+        .iter()
+        .map(|group| format!("{group:05}"))
+        .collect();
+    let first_row = first_row.join(" ");
+    wait_until(&mut harness, "the safety number", |h| {
+        has_label(h, &first_row)
+    });
+    // Widgets in windows are clicked through accessibility: kittest 0.37 reports their
+    // bounds offset by the window's position (the app's own hit test is right).
+    harness
+        .get_by_label("They match: mark as verified")
+        .click_accesskit();
+    wait_until(&mut harness, "the confirmation", |h| {
+        has_label(h, "bob is verified")
+    });
+    let client = harness.state().chat().unwrap().client().clone();
+    let verified = runtime
+        .block_on(client.verification(&UserName::parse("bob").unwrap()))
+        .unwrap();
+    assert!(verified.verified);
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
 }
