@@ -163,6 +163,25 @@ impl Entry {
         )
     }
 
+    /// Whether the entry is a message of its own (text, reply, file, voice, or one that
+    /// cannot be read) rather than a change to another message (edit, deletion,
+    /// reaction) or a receipt: what counts as unread.
+    #[must_use]
+    pub fn is_new_message(&self) -> bool {
+        match &self.content {
+            Content::Message { envelope, .. } => !matches!(
+                envelope.body,
+                Payload::Edit { .. }
+                    | Payload::Delete { .. }
+                    | Payload::Reaction { .. }
+                    | Payload::Receipt { .. }
+                    | Payload::Typing { .. }
+            ),
+            Content::Unreadable(_) => true,
+            Content::Member { .. } | Content::Commit { .. } => false,
+        }
+    }
+
     /// The text of a readable text or reply message.
     #[must_use]
     pub fn text(&self) -> Option<&str> {

@@ -13,7 +13,7 @@ use crate::error::ClientError;
 use crate::fingerprint::Fingerprint;
 use crate::profile::Profile;
 use crate::secure::{SecureCommand, Verification};
-use confide_crypto::payload::Payload;
+use confide_crypto::payload::{MessageId, Payload};
 use confide_crypto::shared_key::SharedKey;
 use confide_proto::{
     ErrorCode, MemberInfo, ProtoError, Reply, Request, RoomId, RoomInfo, RoomKind, RoomName, Seq,
@@ -201,6 +201,62 @@ impl ClientHandle {
             },
         )
         .await
+    }
+
+    /// Replies to the message `to` in `room`.
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`].
+    pub async fn reply(
+        &self,
+        room: RoomId,
+        to: MessageId,
+        text: &str,
+    ) -> Result<SentAck, ClientError> {
+        let text = text.to_owned();
+        self.send(Target::Room(room), Payload::Reply { to, text })
+            .await
+    }
+
+    /// Replaces the text of one of this user's messages (others show the newest edit).
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`].
+    pub async fn edit(
+        &self,
+        room: RoomId,
+        target: MessageId,
+        text: &str,
+    ) -> Result<SentAck, ClientError> {
+        let text = text.to_owned();
+        self.send(Target::Room(room), Payload::Edit { target, text })
+            .await
+    }
+
+    /// Deletes one of this user's messages for everyone (clients stop showing it; the
+    /// ciphertext stays in the server's log).
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`].
+    pub async fn delete(&self, room: RoomId, target: MessageId) -> Result<SentAck, ClientError> {
+        self.send(Target::Room(room), Payload::Delete { target })
+            .await
+    }
+
+    /// Adds (or, with `add: false`, takes back) an emoji reaction to a message.
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`].
+    pub async fn react(
+        &self,
+        room: RoomId,
+        target: MessageId,
+        emoji: &str,
+        add: bool,
+    ) -> Result<SentAck, ClientError> {
+        let emoji = emoji.to_owned();
+        self.send(Target::Room(room), Payload::Reaction { target, emoji, add })
+            .await
     }
 
     /// Tells the room's other members that this user is typing (`active`) or stopped.

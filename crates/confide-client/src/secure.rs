@@ -881,12 +881,18 @@ impl Secure {
         }
         // Saved before acknowledging, so that a crash cannot lose the group.
         self.flush()?;
-        self.request(Request::AckWelcome {
-            id: welcome.id,
-            device: self.device_id(),
-        })
-        .await?;
-        Ok(())
+        match self
+            .request(Request::AckWelcome {
+                id: welcome.id,
+                device: self.device_id(),
+            })
+            .await
+        {
+            // The same Welcome came live and in a fetch: acknowledged already.
+            Err(err) if is_code(&err, ErrorCode::NoSuchWelcome) => Ok(()),
+            Err(err) => Err(err),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Fetches and applies the Welcomes waiting for this device.

@@ -13,10 +13,11 @@ use crate::emoji;
 use crate::picker::EmojiPicker;
 use crate::start::Connected;
 use chrono::{Local, NaiveDate, TimeZone as _};
-use confide_client::model::{LineKind, Presence, RoomList, Row, Timeline, Typing};
+use confide_client::model::{LineKind, Presence, RoomList, Row, Timeline, TimelineLine, Typing};
 use confide_client::{
     ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck, Verification,
 };
+use confide_crypto::payload::MessageId;
 use confide_proto::{
     MemberInfo, RoomEncryption, RoomId, RoomInfo, RoomName, Target, Timestamp, UserName,
 };
@@ -28,6 +29,40 @@ const HISTORY_PAGE: u32 = 100;
 
 /// Suggestions shown for a started `:shortcode`.
 const SUGGESTIONS: usize = 6;
+
+/// The reactions offered in a message's menu.
+const QUICK_REACTIONS: [&str; 6] = ["👍", "❤\u{fe0f}", "😂", "🎉", "😮", "😢"];
+
+/// Characters of a message quoted above a reply.
+const QUOTE_CHARS: usize = 60;
+
+/// What the user asked of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LineAction {
+    React {
+        target: MessageId,
+        emoji: String,
+        add: bool,
+    },
+    Reply {
+        target: MessageId,
+        quote: String,
+    },
+    Edit {
+        target: MessageId,
+        text: String,
+    },
+    Delete {
+        target: MessageId,
+    },
+}
+
+/// What the input is for besides a new message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Composing {
+    Reply { target: MessageId, quote: String },
+    Edit { target: MessageId },
+}
 
 /// The answer to a request the screen made.
 pub enum Outcome {
@@ -111,6 +146,8 @@ pub struct ChatScreen {
     picker: EmojiPicker,
     /// Where the input's cursor was last (a character index), for the picker.
     cursor: usize,
+    /// Replying to or editing a message, if so.
+    composing: Option<Composing>,
 }
 
 impl ChatScreen {
@@ -146,6 +183,7 @@ impl ChatScreen {
             typing_in: None,
             picker: EmojiPicker::new(&connected.profile_dir),
             cursor: 0,
+            composing: None,
         }
     }
 
@@ -577,6 +615,7 @@ impl ChatScreen {
         ui.separator();
         let typing_line = self.typing.describe(room.id(), now);
         let rows = self.timeline.rows(room.id(), local_day);
+        let mut action = None;
         egui::ScrollArea::vertical()
             .stick_to_bottom(true)
             .auto_shrink([false, false])
@@ -588,7 +627,13 @@ impl ChatScreen {
                                 ui.weak(day.format("%A %-d %B %Y").to_string());
                             });
                         }
-                        Row::Line(line) => line_ui(ui, line),
+                        Row::Line(line) => {
+                            if let Some(asked) =
+                                line_ui(ui, line, &self.me, &self.timeline, room.id())
+                            {
+                                action = Some(asked);
+                            }
+                        }
                     }
                 }
                 for (_, text) in self.pending.iter().filter(|(r, _)| *r == room.id()) {
@@ -597,6 +642,45 @@ impl ChatScreen {
             });
         if let Some(typing) = typing_line {
             ui.weak(egui::RichText::new(typing).italics());
+        }
+        if let Some(action) = action {
+            self.on_line_action(room.id(), action, bridge);
+        }
+    }
+
+    /// Reacts at once; replying and editing go through the input.
+    fn on_line_action(&mut self, room: RoomId, action: LineAction, bridge: &Bridge<Update>) {
+        match action {
+            LineAction::React { target, emoji, add } => {
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    match client.react(room, target, &emoji, add).await {
+                        Ok(_) => None,
+                        Err(err) => Some(Update::Outcome(Outcome::Done(Err(format!(
+                            "reaction not sent: {err}"
+                        ))))),
+                    }
+                });
+            }
+            LineAction::Reply { target, quote } => {
+                self.composing = Some(Composing::Reply { target, quote });
+            }
+            LineAction::Edit { target, text } => {
+                self.composing = Some(Composing::Edit { target });
+                self.input = text;
+                self.cursor = self.input.chars().count();
+            }
+            LineAction::Delete { target } => {
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    let result = client
+                        .delete(room, target)
+                        .await
+                        .map(|_| "message deleted".to_owned())
+                        .map_err(|e| format!("not deleted: {e}"));
+                    Some(Update::Outcome(Outcome::Done(result)))
+                });
+            }
         }
     }
 
@@ -615,6 +699,20 @@ impl ChatScreen {
             return;
         };
         let id = egui::Id::unique("message input");
+        if let Some(composing) = self.composing.clone() {
+            ui.horizontal(|ui| {
+                match &composing {
+                    Composing::Reply { quote, .. } => ui.weak(format!("Replying to {quote}")),
+                    Composing::Edit { .. } => ui.weak("Editing your message"),
+                };
+                if ui.small_button("Cancel").clicked() {
+                    if matches!(composing, Composing::Edit { .. }) {
+                        self.input.clear();
+                    }
+                    self.composing = None;
+                }
+            });
+        }
         let mut picked = None;
         ui.horizontal(|ui| {
             if ui
@@ -720,13 +818,18 @@ impl ChatScreen {
         self.input.clear();
         self.typing_in = None;
         self.status = None;
-        self.pending.push((room, text.clone()));
+        let composing = self.composing.take();
+        if !matches!(composing, Some(Composing::Edit { .. })) {
+            self.pending.push((room, text.clone()));
+        }
         let client = self.client.clone();
         bridge.spawn(async move {
-            let result = client
-                .send_text(Target::Room(room), &text)
-                .await
-                .map_err(|e| e.to_string());
+            let result = match composing {
+                None => client.send_text(Target::Room(room), &text).await,
+                Some(Composing::Reply { target, .. }) => client.reply(room, target, &text).await,
+                Some(Composing::Edit { target }) => client.edit(room, target, &text).await,
+            }
+            .map_err(|e| e.to_string());
             Some(Update::Outcome(Outcome::Sent { room, text, result }))
         });
     }
@@ -871,19 +974,110 @@ fn verify_ui(ui: &mut egui::Ui, me: &UserName, verification: &Verification) {
     ui.label(emoji.join("   "));
 }
 
-/// One line of a conversation: `[HH:MM:SS] name: text`, or a notice.
-fn line_ui(ui: &mut egui::Ui, line: &confide_client::model::TimelineLine) {
+/// One line of a conversation: `[HH:MM:SS] name: text` with its reactions and a menu
+/// (right-click) to react, reply, edit or delete; or a notice. Returns what was asked.
+fn line_ui(
+    ui: &mut egui::Ui,
+    line: &TimelineLine,
+    me: &UserName,
+    timeline: &Timeline,
+    room: RoomId,
+) -> Option<LineAction> {
     let clock = local_time(line.timestamp).format("[%H:%M:%S]").to_string();
+    let mut action = None;
     match &line.kind {
-        LineKind::Message { text, protection } => {
+        LineKind::Message {
+            text,
+            protection,
+            id,
+            reply_to,
+            edited,
+            deleted,
+            reactions,
+            ..
+        } => {
+            if let Some(to) = reply_to {
+                let quoted = timeline
+                    .find(room, *to)
+                    .map_or_else(|| "an earlier message".to_owned(), quote);
+                ui.weak(format!("    in reply to {quoted}"));
+            }
+            let mine = line.sender.canonical() == me.canonical();
             ui.horizontal_wrapped(|ui| {
                 ui.weak(clock);
                 ui.strong(format!("{}:", line.sender));
-                ui.label(text.as_str());
+                let body = if *deleted {
+                    egui::RichText::new("message deleted").italics().weak()
+                } else {
+                    egui::RichText::new(text.as_str())
+                };
+                let response = ui.add(egui::Label::new(body).sense(egui::Sense::click()));
+                if *edited && !*deleted {
+                    ui.weak("(edited)");
+                }
                 if *protection == Protection::SharedKey {
                     ui.weak("(shared key)");
                 }
+                if !*deleted {
+                    response.context_menu(|ui| {
+                        ui.horizontal(|ui| {
+                            for emoji in QUICK_REACTIONS {
+                                if ui.button(emoji).clicked() {
+                                    action = Some(LineAction::React {
+                                        target: *id,
+                                        emoji: emoji.to_owned(),
+                                        add: true,
+                                    });
+                                    ui.close();
+                                }
+                            }
+                        });
+                        if ui.button("Reply").clicked() {
+                            action = Some(LineAction::Reply {
+                                target: *id,
+                                quote: quote(line),
+                            });
+                            ui.close();
+                        }
+                        if mine && ui.button("Edit").clicked() {
+                            action = Some(LineAction::Edit {
+                                target: *id,
+                                text: text.clone(),
+                            });
+                            ui.close();
+                        }
+                        if mine && ui.button("Delete").clicked() {
+                            action = Some(LineAction::Delete { target: *id });
+                            ui.close();
+                        }
+                    });
+                }
             });
+            if !reactions.is_empty() {
+                ui.horizontal_wrapped(|ui| {
+                    ui.add_space(24.0);
+                    for reaction in reactions {
+                        let reacted = reaction
+                            .users
+                            .iter()
+                            .any(|u| u.canonical() == me.canonical());
+                        let names: Vec<&str> =
+                            reaction.users.iter().map(UserName::as_str).collect();
+                        let label = format!("{} {}", reaction.emoji, reaction.users.len());
+                        if ui
+                            .selectable_label(reacted, label)
+                            .on_hover_text(names.join(", "))
+                            .clicked()
+                        {
+                            action = Some(LineAction::React {
+                                target: *id,
+                                emoji: reaction.emoji.clone(),
+                                add: !reacted,
+                            });
+                        }
+                    }
+                });
+            }
         }
         LineKind::Unreadable { reason } => {
             let text = format!("{clock} {}: ⚠ {reason}", line.sender);
@@ -906,6 +1100,23 @@ fn line_ui(ui: &mut egui::Ui, line: &confide_client::model::TimelineLine) {
         LineKind::Commit { .. } => {}
         _ => {}
     }
+    action
+}
+
+/// `bob: the first words…` of a message, for a reply.
+fn quote(line: &TimelineLine) -> String {
+    let text = match &line.kind {
+        LineKind::Message { deleted: true, .. } => "a deleted message".to_owned(),
+        LineKind::Message { text, .. } => {
+            let mut short: String = text.chars().take(QUOTE_CHARS).collect();
+            if text.chars().count() > QUOTE_CHARS {
+                short.push_str("...");
+            }
+            short
+        }
+        _ => String::new(),
+    };
+    format!("{}: {text}", line.sender)
 }
 
 fn local_time(timestamp: Timestamp) -> chrono::DateTime<Local> {

@@ -4,6 +4,7 @@
 use confide_client::{
     Auth, Client, ClientConfig, ClientEvent, ClientHandle, EventStream, Fingerprint, Profile,
 };
+use confide_crypto::payload::Payload;
 use confide_gui::ConfideApp;
 use confide_proto::{Password, RoomId, Target, UserName};
 use confide_testkit::{TIMEOUT, TestServer};
@@ -43,7 +44,7 @@ fn wait_until(harness: &mut App<'_>, what: &str, mut done: impl FnMut(&App<'_>) 
 }
 
 fn has_label(harness: &App<'_>, text: &str) -> bool {
-    harness.query_by_label_contains(text).is_some()
+    harness.query_all_by_label_contains(text).next().is_some()
 }
 
 /// Types the password and presses a button of the start screen.
@@ -324,6 +325,131 @@ fn a_private_conversation_with_the_emoji_picker_and_verification() {
         .block_on(client.verification(&UserName::parse("bob").unwrap()))
         .unwrap();
     assert!(verified.verified);
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+/// The next message entry in `room` that `pick` accepts (bounded by the timeout).
+async fn next_entry<T>(
+    events: &mut EventStream,
+    room: RoomId,
+    mut pick: impl FnMut(&confide_client::Entry) -> Option<T>,
+) -> T {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for an entry")
+            .expect("stream ended");
+        if let ClientEvent::Entry { entry, .. } = event
+            && entry.room == room
+            && let Some(found) = pick(&entry)
+        {
+            return found;
+        }
+    }
+}
+
+fn payload(entry: &confide_client::Entry) -> Option<&Payload> {
+    match &entry.content {
+        confide_client::Content::Message { envelope, .. } => Some(&envelope.body),
+        _ => None,
+    }
+}
+
+#[test]
+fn reactions_edits_replies_and_deletions_travel_both_ways() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+    runtime
+        .block_on(bob.send_text(Target::Room(lobby), "lunch?"))
+        .unwrap();
+    let lunch = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        (entry.text() == Some("lunch?")).then(|| match &entry.content {
+            confide_client::Content::Message { envelope, .. } => envelope.id,
+            _ => unreachable!(),
+        })
+    }));
+    wait_until(&mut harness, "bob's message", |h| has_label(h, "lunch?"));
+
+    // Alice reacts from the message's menu; bob's client gets the reaction.
+    harness.get_by_label("lunch?").click_secondary();
+    wait_until(&mut harness, "the message menu", |h| {
+        h.query_by_label("👍").is_some()
+    });
+    harness.get_by_label("👍").click_accesskit();
+    // The click is handled in the next frame, which starts the request.
+    harness.step();
+    let reaction = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match payload(entry) {
+            Some(Payload::Reaction { target, emoji, add }) => Some((*target, emoji.clone(), *add)),
+            _ => None,
+        }
+    }));
+    assert_eq!(reaction, (lunch, "👍".to_owned(), true));
+    wait_until(&mut harness, "the reaction under the message", |h| {
+        has_label(h, "👍 1")
+    });
+
+    // Bob edits his message: alice's window shows the new text, marked as edited.
+    runtime
+        .block_on(bob.edit(lobby, lunch, "lunch at noon?"))
+        .unwrap();
+    wait_until(&mut harness, "the edit", |h| {
+        has_label(h, "lunch at noon?") && has_label(h, "(edited)")
+    });
+    assert!(harness.query_by_label("lunch?").is_none());
+
+    // Alice replies to it from the menu.
+    harness.get_by_label("lunch at noon?").click_secondary();
+    wait_until(&mut harness, "the message menu", |h| {
+        h.query_by_label("Reply").is_some()
+    });
+    harness.get_by_label("Reply").click_accesskit();
+    wait_until(&mut harness, "the reply banner", |h| {
+        has_label(h, "Replying to bob: lunch at noon?")
+    });
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text("yes!");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let (to, text, yes) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match (payload(entry), &entry.content) {
+            (
+                Some(Payload::Reply { to, text }),
+                confide_client::Content::Message { envelope, .. },
+            ) => Some((*to, text.clone(), envelope.id)),
+            _ => None,
+        }
+    }));
+    assert_eq!((to, text.as_str()), (lunch, "yes!"));
+    wait_until(&mut harness, "the reply with its quote", |h| {
+        has_label(h, "in reply to bob: lunch at noon?") && has_label(h, "yes!")
+    });
+
+    // And deletes her reply: bob's client gets the deletion, her window hides it.
+    harness.get_by_label("yes!").click_secondary();
+    wait_until(&mut harness, "the message menu", |h| {
+        h.query_by_label("Delete").is_some()
+    });
+    harness.get_by_label("Delete").click_accesskit();
+    harness.step();
+    let deleted = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match payload(entry) {
+            Some(Payload::Delete { target }) => Some(*target),
+            _ => None,
+        }
+    }));
+    assert_eq!(deleted, yes);
+    wait_until(&mut harness, "the deleted message", |h| {
+        has_label(h, "message deleted") && h.query_by_label("yes!").is_none()
+    });
     harness.state_mut().shut_down();
     runtime.block_on(bob.close());
 }

@@ -402,13 +402,32 @@ fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
             match &line.kind {
                 // The protection is not repeated on every line: the conversation's
                 // title says how the room is protected.
-                LineKind::Message { text, .. } => message_lines(
-                    Span::styled(time, dim),
-                    name_span(state, &line.sender),
+                LineKind::Message {
                     text,
-                    width,
-                    Style::new(),
-                ),
+                    edited,
+                    deleted,
+                    reactions,
+                    ..
+                } => {
+                    let mut shown = if *deleted {
+                        "(deleted)".to_owned()
+                    } else if *edited {
+                        format!("{text} (edited)")
+                    } else {
+                        text.clone()
+                    };
+                    for reaction in reactions {
+                        shown.push_str(&format!(" [{} {}]", reaction.emoji, reaction.users.len()));
+                    }
+                    let style = if *deleted { dim.italic() } else { Style::new() };
+                    message_lines(
+                        Span::styled(time, dim),
+                        name_span(state, &line.sender),
+                        &shown,
+                        width,
+                        style,
+                    )
+                }
                 LineKind::Unreadable { reason } => {
                     let style = if reason.is_alert() {
                         Style::new().fg(Color::Red).bold()

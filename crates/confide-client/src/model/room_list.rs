@@ -293,7 +293,7 @@ impl RoomList {
         {
             summary.last_activity = Some(entry.timestamp);
         }
-        if !selected && entry.is_message() && !entry.sender.same_as(&self.me) {
+        if !selected && entry.is_new_message() && !entry.sender.same_as(&self.me) {
             summary.unread = summary.unread.saturating_add(1);
         }
     }

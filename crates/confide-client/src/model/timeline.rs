@@ -5,13 +5,23 @@
 //! is kept once, and older history loaded later lands in its place. Each room keeps at
 //! most a fixed number of lines, dropping the oldest. Day separators are not stored:
 //! [`Timeline::rows`] computes them when drawing, from the timestamps and a day
-//! function the front end chooses (its time zone). This module must not decode bodies
-//! any other way than through [`crate::body`], nor format text for people.
+//! function the front end chooses (its time zone).
+//!
+//! Edits, deletions and reactions are messages too, but they change an earlier message
+//! instead of adding a line: the target line shows the newest edit by its own sender,
+//! "deleted" after its sender deleted it, and the reactions with who made them. One that
+//! arrives before its target is loaded waits (bounded) until the target comes. Receipts
+//! and typing notices add no line. This module must not format text for people.
 
 use crate::entry::{self, Content, Entry, Protection, Unreadable};
 use crate::event::ClientEvent;
+use confide_crypto::payload::{MessageId, Payload};
 use confide_proto::{Epoch, MemberChange, Membership, RoomId, Seq, Timestamp, UserName};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Changes (edits, deletions, reactions) kept per room while their target is not
+/// loaded; the oldest are dropped beyond this.
+const PENDING_CHANGES: usize = 2000;
 
 /// Lines kept per room unless [`Timeline::with_capacity`] says otherwise.
 pub const DEFAULT_CAPACITY: usize = 5000;
@@ -28,6 +38,39 @@ pub struct TimelineLine {
     pub sender: UserName,
     /// What it says.
     pub kind: LineKind,
+    // Which changes were applied (so that each applies once and the newest wins).
+    applied: Applied,
+}
+
+/// A reaction on a message: the emoji and who reacted, in name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted with it.
+    pub users: Vec<UserName>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Applied {
+    edit: Option<Seq>,
+    // Emoji -> canonical user -> (user, the change's place, added).
+    reactions: BTreeMap<String, BTreeMap<String, (UserName, Seq, bool)>>,
+}
+
+/// A change one message makes to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Edit(String),
+    Delete,
+    React { emoji: String, add: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Modifier {
+    seq: Seq,
+    sender: UserName,
+    change: Change,
 }
 
 /// What a [`TimelineLine`] says.
@@ -36,10 +79,21 @@ pub struct TimelineLine {
 pub enum LineKind {
     /// A decrypted message: its text, or a summary of what it does.
     Message {
-        /// The text, as sent (front ends neutralise control characters when showing it).
+        /// The text, as sent or last edited (empty once deleted; front ends neutralise
+        /// control characters when showing it).
         text: String,
         /// How it was protected (shared-key rooms are weaker: front ends say so).
         protection: Protection,
+        /// The id its sender gave it (what replies, edits and reactions name).
+        id: MessageId,
+        /// The message it replies to.
+        reply_to: Option<MessageId>,
+        /// Whether its sender edited it.
+        edited: bool,
+        /// Whether its sender deleted it.
+        deleted: bool,
+        /// Its reactions, in the order they were first made.
+        reactions: Vec<Reaction>,
     },
     /// A message this device cannot show, and why (attacks are shown loudly).
     Unreadable {
@@ -74,10 +128,25 @@ impl TimelineLine {
     #[must_use]
     pub fn from_entry(entry: &Entry) -> TimelineLine {
         let kind = match &entry.content {
-            Content::Message { protection, .. } => LineKind::Message {
-                text: entry::summary(&entry.content),
-                protection: *protection,
-            },
+            Content::Message {
+                protection,
+                envelope,
+            } => {
+                let (text, reply_to) = match &envelope.body {
+                    Payload::Text { text } => (text.clone(), None),
+                    Payload::Reply { to, text } => (text.clone(), Some(*to)),
+                    _ => (entry::summary(&entry.content), None),
+                };
+                LineKind::Message {
+                    text,
+                    protection: *protection,
+                    id: envelope.id,
+                    reply_to,
+                    edited: false,
+                    deleted: false,
+                    reactions: Vec::new(),
+                }
+            }
             Content::Unreadable(reason) => LineKind::Unreadable {
                 reason: reason.clone(),
             },
@@ -92,8 +161,120 @@ impl TimelineLine {
             timestamp: entry.timestamp,
             sender: entry.sender.clone(),
             kind,
+            applied: Applied::default(),
         }
     }
+
+    /// The message id, for a message line.
+    #[must_use]
+    pub fn message_id(&self) -> Option<MessageId> {
+        match &self.kind {
+            LineKind::Message { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Applies a change from a later message; returns whether the line changed. Edits
+    /// and deletions count only from the line's own sender; of several, the newest (by
+    /// log order) wins, whatever order they arrive in.
+    fn modify(&mut self, modifier: &Modifier) -> bool {
+        let same_sender = modifier.sender.canonical() == self.sender.canonical();
+        let LineKind::Message {
+            text,
+            edited,
+            deleted,
+            reactions,
+            ..
+        } = &mut self.kind
+        else {
+            return false;
+        };
+        match &modifier.change {
+            Change::Edit(new_text) => {
+                if !same_sender || *deleted || self.applied.edit >= Some(modifier.seq) {
+                    return false;
+                }
+                self.applied.edit = Some(modifier.seq);
+                new_text.clone_into(text);
+                *edited = true;
+            }
+            Change::Delete => {
+                if !same_sender || *deleted {
+                    return false;
+                }
+                *deleted = true;
+                text.clear();
+                reactions.clear();
+                self.applied.reactions.clear();
+            }
+            Change::React { emoji, add } => {
+                if *deleted {
+                    return false;
+                }
+                let users = self.applied.reactions.entry(emoji.clone()).or_default();
+                let key = modifier.sender.canonical();
+                if users
+                    .get(&key)
+                    .is_some_and(|(_, seq, _)| *seq >= modifier.seq)
+                {
+                    return false;
+                }
+                users.insert(key, (modifier.sender.clone(), modifier.seq, *add));
+                *reactions = Self::reactions(&self.applied);
+            }
+        }
+        true
+    }
+
+    fn reactions(applied: &Applied) -> Vec<Reaction> {
+        let mut found: Vec<(Seq, Reaction)> = applied
+            .reactions
+            .iter()
+            .filter_map(|(emoji, users)| {
+                let present: Vec<&(UserName, Seq, bool)> =
+                    users.values().filter(|(_, _, added)| *added).collect();
+                let first = present.iter().map(|(_, seq, _)| *seq).min()?;
+                Some((
+                    first,
+                    Reaction {
+                        emoji: emoji.clone(),
+                        users: present.iter().map(|(user, _, _)| user.clone()).collect(),
+                    },
+                ))
+            })
+            .collect();
+        found.sort_by_key(|(first, _)| *first);
+        found.into_iter().map(|(_, reaction)| reaction).collect()
+    }
+}
+
+/// What an entry does to earlier messages, if it is an edit, a deletion or a reaction
+/// (`Some(None)`: a message that adds no line, like a receipt).
+fn modifier_of(entry: &Entry) -> Option<Option<(MessageId, Modifier)>> {
+    let Content::Message { envelope, .. } = &entry.content else {
+        return None;
+    };
+    let (target, change) = match &envelope.body {
+        Payload::Edit { target, text } => (*target, Change::Edit(text.clone())),
+        Payload::Delete { target } => (*target, Change::Delete),
+        Payload::Reaction { target, emoji, add } => (
+            *target,
+            Change::React {
+                emoji: emoji.clone(),
+                add: *add,
+            },
+        ),
+        Payload::Receipt { .. } | Payload::Typing { .. } => return Some(None),
+        _ => return None,
+    };
+    Some(Some((
+        target,
+        Modifier {
+            seq: entry.seq,
+            sender: entry.sender.clone(),
+            change,
+        },
+    )))
 }
 
 /// The conversation lines of every room, bounded per room.
@@ -109,6 +290,46 @@ struct RoomLines {
     lines: VecDeque<TimelineLine>,
     // The server said there is nothing older than the oldest line.
     complete: bool,
+    // Changes whose target is not loaded, oldest first.
+    pending: VecDeque<(MessageId, Modifier)>,
+}
+
+impl RoomLines {
+    /// Applies a change to its target, or keeps it until the target comes.
+    fn change(&mut self, target: MessageId, modifier: Modifier) -> bool {
+        if let Some(line) = self
+            .lines
+            .iter_mut()
+            .rev()
+            .find(|line| line.message_id() == Some(target))
+        {
+            return line.modify(&modifier);
+        }
+        if !self.pending.contains(&(target, modifier.clone())) {
+            self.pending.push_back((target, modifier));
+            if self.pending.len() > PENDING_CHANGES {
+                self.pending.pop_front();
+            }
+        }
+        false
+    }
+
+    /// Applies the waiting changes of a line just added.
+    fn settle(&mut self, at: usize) {
+        let Some(id) = self.lines.get(at).and_then(TimelineLine::message_id) else {
+            return;
+        };
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = self
+            .pending
+            .drain(..)
+            .partition(|(target, _)| *target == id);
+        self.pending = rest;
+        if let Some(line) = self.lines.get_mut(at) {
+            for (_, modifier) in &mine {
+                line.modify(modifier);
+            }
+        }
+    }
 }
 
 impl Default for Timeline {
@@ -151,6 +372,11 @@ impl Timeline {
     pub fn insert(&mut self, entry: &Entry) -> bool {
         let capacity = self.capacity;
         let room = self.rooms.entry(entry.room).or_default();
+        match modifier_of(entry) {
+            Some(Some((target, modifier))) => return room.change(target, modifier),
+            Some(None) => return false,
+            None => {}
+        }
         let at = match room.lines.back() {
             // The common case: a new entry after the newest line.
             Some(last) if entry.seq > last.seq => room.lines.len(),
@@ -164,11 +390,23 @@ impl Timeline {
             return false;
         }
         room.lines.insert(at, TimelineLine::from_entry(entry));
+        room.settle(at);
         if room.lines.len() > capacity {
             room.lines.pop_front();
             room.complete = false;
         }
         true
+    }
+
+    /// The message line with this id in a room, if loaded.
+    #[must_use]
+    pub fn find(&self, room: RoomId, id: MessageId) -> Option<&TimelineLine> {
+        self.rooms
+            .get(&room)?
+            .lines
+            .iter()
+            .rev()
+            .find(|line| line.message_id() == Some(id))
     }
 
     /// Adds a page of older entries (from [`crate::ClientHandle::history`]), in any
@@ -300,13 +538,16 @@ mod tests {
         assert_eq!(seqs(&timeline, 1), [5, 6, 7]);
         assert_eq!(seqs(&timeline, 2), [1]);
         let lines: Vec<&TimelineLine> = timeline.lines(RoomId(1)).collect();
-        assert_eq!(
-            lines[0].kind,
+        assert!(matches!(
+            &lines[0].kind,
             LineKind::Message {
-                text: "five".to_owned(),
+                text,
                 protection: Protection::Mls,
-            }
-        );
+                edited: false,
+                deleted: false,
+                ..
+            } if text == "five"
+        ));
         assert_eq!(lines[1].sender, user("bob"));
         assert_eq!(
             lines[2].kind,
@@ -343,13 +584,7 @@ mod tests {
         assert_eq!(seqs(&timeline, 1), [7, 8, 9, 10, 11, 12]);
         // The live line kept its text; the duplicate from history was ignored.
         let eleven = timeline.lines(RoomId(1)).nth(4).unwrap();
-        assert_eq!(
-            eleven.kind,
-            LineKind::Message {
-                text: "live".to_owned(),
-                protection: Protection::Mls,
-            }
-        );
+        assert!(matches!(&eleven.kind, LineKind::Message { text, .. } if text == "live"));
         assert_eq!(timeline.load_history(&page), 0);
         // A gap filled in the middle lands in its place.
         timeline.insert(&message(1, 20, TS, "alice", "later"));
@@ -435,5 +670,148 @@ mod tests {
             Some(&Row::Day(TS / DAY + 1))
         );
         assert!(timeline.rows(RoomId(9), day_of).is_empty());
+    }
+
+    fn with(room: u64, seq: u64, sender: &str, body: Payload) -> Entry {
+        let mut entry = message(room, seq, TS, sender, "");
+        if let Content::Message { envelope, .. } = &mut entry.content {
+            envelope.id = MessageId::from_bytes([u8::try_from(seq).unwrap(); 16]);
+            envelope.body = body;
+        }
+        entry
+    }
+
+    fn id(seq: u8) -> MessageId {
+        MessageId::from_bytes([seq; 16])
+    }
+
+    fn text(body: &str) -> Payload {
+        Payload::Text {
+            text: body.to_owned(),
+        }
+    }
+
+    /// (text, edited, deleted, reactions as "emoji:user+user") of a room's line.
+    fn shown(timeline: &Timeline, room: u64, target: u8) -> (String, bool, bool, Vec<String>) {
+        let line = timeline.find(RoomId(room), id(target)).unwrap();
+        let LineKind::Message {
+            text,
+            edited,
+            deleted,
+            reactions,
+            ..
+        } = &line.kind
+        else {
+            panic!("not a message");
+        };
+        let reactions = reactions
+            .iter()
+            .map(|r| {
+                let users: Vec<&str> = r.users.iter().map(UserName::as_str).collect();
+                format!("{}:{}", r.emoji, users.join("+"))
+            })
+            .collect();
+        (text.clone(), *edited, *deleted, reactions)
+    }
+
+    fn react(seq: u64, sender: &str, target: u8, emoji: &str, add: bool) -> Entry {
+        with(
+            1,
+            seq,
+            sender,
+            Payload::Reaction {
+                target: id(target),
+                emoji: emoji.to_owned(),
+                add,
+            },
+        )
+    }
+
+    #[test]
+    fn edits_deletions_and_reactions_change_their_target_instead_of_adding_lines() {
+        let mut timeline = Timeline::new();
+        timeline.insert(&with(1, 1, "bob", text("hello")));
+        timeline.insert(&with(
+            1,
+            2,
+            "alice",
+            Payload::Reply {
+                to: id(1),
+                text: "hi bob".to_owned(),
+            },
+        ));
+        let edit = |seq, sender, new: &str| {
+            with(
+                1,
+                seq,
+                sender,
+                Payload::Edit {
+                    target: id(1),
+                    text: new.to_owned(),
+                },
+            )
+        };
+        assert!(timeline.insert(&edit(3, "bob", "hello there")));
+        // Only the sender may edit; an older edit arriving late does not win.
+        assert!(!timeline.insert(&edit(4, "mallory", "pwned")));
+        assert!(!timeline.insert(&edit(2, "bob", "older")));
+        assert!(timeline.insert(&react(5, "alice", 1, "👍", true)));
+        assert!(timeline.insert(&react(6, "carol", 1, "👍", true)));
+        assert!(timeline.insert(&react(7, "carol", 1, "🎉", true)));
+        assert!(timeline.insert(&react(8, "carol", 1, "👍", false)));
+        assert!(!timeline.insert(&react(8, "carol", 1, "👍", false)), "once");
+        assert_eq!(
+            shown(&timeline, 1, 1),
+            (
+                "hello there".to_owned(),
+                true,
+                false,
+                vec!["👍:alice".to_owned(), "🎉:carol".to_owned()]
+            )
+        );
+        assert_eq!(seqs(&timeline, 1), [1, 2], "changes add no lines");
+        let reply = timeline.find(RoomId(1), id(2)).unwrap();
+        assert!(matches!(
+            &reply.kind,
+            LineKind::Message { text, reply_to: Some(to), .. } if text == "hi bob" && *to == id(1)
+        ));
+        // Deleting hides the text and the reactions; nobody else may delete.
+        let delete = |seq, sender| with(1, seq, sender, Payload::Delete { target: id(1) });
+        assert!(!timeline.insert(&delete(9, "alice")));
+        assert!(timeline.insert(&delete(10, "bob")));
+        assert_eq!(
+            shown(&timeline, 1, 1),
+            (String::new(), true, true, Vec::new())
+        );
+        assert!(!timeline.insert(&react(11, "alice", 1, "😂", true)));
+        // Receipts and typing notices add nothing.
+        assert!(!timeline.insert(&with(1, 12, "bob", Payload::Typing { active: true })));
+        assert_eq!(seqs(&timeline, 1), [1, 2]);
+    }
+
+    #[test]
+    fn a_change_that_comes_before_its_target_waits_for_it() {
+        let mut timeline = Timeline::new();
+        // Live: the newest entries first; then a page of history with the target, in
+        // which a reaction was later taken back.
+        timeline.insert(&react(9, "carol", 3, "❤", false));
+        timeline.insert(&with(
+            1,
+            8,
+            "bob",
+            Payload::Edit {
+                target: id(3),
+                text: "fixed".to_owned(),
+            },
+        ));
+        timeline.load_history(&[
+            with(1, 3, "bob", text("tpyo")),
+            react(4, "carol", 3, "❤", true),
+            react(5, "alice", 3, "❤", true),
+        ]);
+        assert_eq!(
+            shown(&timeline, 1, 3),
+            ("fixed".to_owned(), true, false, vec!["❤:alice".to_owned()])
+        );
     }
 }
