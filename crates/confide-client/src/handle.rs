@@ -68,6 +68,12 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// The largest page [`ClientHandle::all_history`] asks for.
+const HISTORY_PAGE_MAX: usize = 500;
+
+/// How many of a room's newest entries [`ClientHandle::search`] looks through.
+pub const SEARCH_DEPTH: usize = 20_000;
+
 /// Where the key of a shared-key room comes from.
 pub enum RoomKey {
     /// A Fernet key file (`confide keygen`, or the original programs' `secret.key`).
@@ -419,6 +425,76 @@ impl ClientHandle {
             reply,
         })
         .await
+    }
+
+    /// A room's whole history this account may read, oldest first, decrypted, at most
+    /// `max` entries (the newest ones). Pages through [`ClientHandle::history`].
+    ///
+    /// # Errors
+    /// As [`ClientHandle::history`].
+    pub async fn all_history(&self, room: RoomId, max: usize) -> Result<Vec<Entry>, ClientError> {
+        let mut pages: Vec<Vec<Entry>> = Vec::new();
+        let mut before = None;
+        let mut count = 0;
+        // Bounded by `max`, and by the log itself (each page moves `before` back).
+        while count < max {
+            let limit = u32::try_from((max - count).min(HISTORY_PAGE_MAX)).unwrap_or(500);
+            let page = self.history(room, before, limit).await?;
+            let Some(first) = page.entries.first() else {
+                break;
+            };
+            before = Some(first.seq);
+            count += page.entries.len();
+            pages.push(page.entries);
+            if !page.more {
+                break;
+            }
+        }
+        Ok(pages.into_iter().rev().flatten().collect())
+    }
+
+    /// Messages of a room whose text contains `query` (ignoring case), newest first, at
+    /// most `limit`: the matching happens here, on the decrypted local history, over at
+    /// most the newest [`SEARCH_DEPTH`] entries.
+    ///
+    /// # Errors
+    /// As [`ClientHandle::history`].
+    pub async fn search(
+        &self,
+        room: RoomId,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, ClientError> {
+        let needle = query.trim().to_lowercase();
+        if needle.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        let mut before = None;
+        let mut seen = 0;
+        while seen < SEARCH_DEPTH && found.len() < limit {
+            let page = self.history(room, before, 500).await?;
+            let Some(first) = page.entries.first() else {
+                break;
+            };
+            before = Some(first.seq);
+            seen += page.entries.len();
+            found.extend(
+                page.entries
+                    .into_iter()
+                    .rev()
+                    .filter(|entry| {
+                        entry
+                            .text()
+                            .is_some_and(|text| text.to_lowercase().contains(&needle))
+                    })
+                    .take(limit - found.len()),
+            );
+            if !page.more {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     /// Creates a room owned by the user.

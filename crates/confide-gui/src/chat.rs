@@ -33,6 +33,12 @@ const SUGGESTIONS: usize = 6;
 /// The reactions offered in a message's menu.
 const QUICK_REACTIONS: [&str; 6] = ["👍", "❤\u{fe0f}", "😂", "🎉", "😮", "😢"];
 
+/// Search results shown at most.
+const SEARCH_RESULTS: usize = 50;
+
+/// Entries exported at most (the newest).
+const EXPORT_MAX: usize = 100_000;
+
 /// Characters of a message quoted above a reply.
 const QUOTE_CHARS: usize = 60;
 
@@ -91,6 +97,8 @@ pub enum Outcome {
     },
     /// A room was joined, created or opened (a direct conversation).
     Entered(Result<RoomInfo, String>),
+    /// Search results, newest first.
+    Found(Result<Vec<confide_client::Entry>, String>),
     /// Someone's safety number, for the verify dialog.
     Verification {
         /// Whose.
@@ -115,6 +123,19 @@ enum Dialog {
     Invite {
         room: RoomId,
         user: String,
+    },
+    /// Searching the open room's history.
+    Search {
+        room: RoomId,
+        query: String,
+        /// (when, who, text) of each result; `None` before a search.
+        results: Option<Vec<(Timestamp, UserName, String)>>,
+    },
+    /// Exporting the open room as a text log.
+    Export {
+        room: RoomId,
+        title: String,
+        path: String,
     },
     /// Comparing safety numbers with someone (`None` while it loads).
     Verify {
@@ -315,6 +336,25 @@ impl ChatScreen {
             },
             Outcome::Done(result) => match result {
                 Ok(text) | Err(text) => self.status = Some(text),
+            },
+            Outcome::Found(result) => match result {
+                Ok(entries) => {
+                    if let Some(Dialog::Search { results, .. }) = &mut self.dialog {
+                        *results = Some(
+                            entries
+                                .iter()
+                                .map(|e| {
+                                    (
+                                        e.timestamp,
+                                        e.sender.clone(),
+                                        e.text().unwrap_or("").to_owned(),
+                                    )
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Err(err) => self.status = Some(format!("search failed: {err}")),
             },
             Outcome::Verification { user, result } => match result {
                 Ok(verification) => {
@@ -573,9 +613,29 @@ impl ChatScreen {
                     ui.label("🔒 end-to-end encrypted (MLS)");
                 }
             }
-            if let Some(peer) = room.peer().cloned() {
+            if room.is_joined() {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    if ui.button("Verify…").clicked() {
+                    if ui.button("Export…").clicked() {
+                        let home = directories::UserDirs::new()
+                            .map(|dirs| dirs.home_dir().to_path_buf())
+                            .unwrap_or_default();
+                        let path = home.join(crate::export::file_name(&room.label()));
+                        self.dialog = Some(Dialog::Export {
+                            room: room.id(),
+                            title: room.label(),
+                            path: path.display().to_string(),
+                        });
+                    }
+                    if ui.button("Search").clicked() {
+                        self.dialog = Some(Dialog::Search {
+                            room: room.id(),
+                            query: String::new(),
+                            results: None,
+                        });
+                    }
+                    if let Some(peer) = room.peer().cloned()
+                        && ui.button("Verify…").clicked()
+                    {
                         self.verify(peer, bridge);
                     }
                 });
@@ -858,6 +918,30 @@ impl ChatScreen {
                     let label = ui.label("User name");
                     ui.text_edit_singleline(user).labelled_by(label.id);
                 }
+                Dialog::Search { query, results, .. } => {
+                    ui.heading("Search this conversation");
+                    let label = ui.label("Search for");
+                    ui.text_edit_singleline(query).labelled_by(label.id);
+                    if let Some(results) = results {
+                        if results.is_empty() {
+                            ui.weak("Nothing found.");
+                        }
+                        egui::ScrollArea::vertical()
+                            .max_height(300.0)
+                            .show(ui, |ui| {
+                                for (at, who, text) in results.iter() {
+                                    let when = local_time(*at).format("%Y-%m-%d %H:%M:%S");
+                                    ui.label(format!("[{when}] {who}: {text}"));
+                                }
+                            });
+                    }
+                }
+                Dialog::Export { title, path, .. } => {
+                    ui.heading(format!("Export {title}"));
+                    ui.label("Writes the conversation as a text log ([HH:MM:SS] name: text).");
+                    let label = ui.label("Save to");
+                    ui.text_edit_singleline(path).labelled_by(label.id);
+                }
                 Dialog::Verify { user, verification } => {
                     ui.heading(format!("Verify {user}"));
                     match verification {
@@ -885,6 +969,14 @@ impl ChatScreen {
                         close = true;
                     }
                 }
+                Dialog::Search { .. } => {
+                    if ui.button("Search").clicked() {
+                        submit = true;
+                    }
+                    if ui.button("Close").clicked() {
+                        close = true;
+                    }
+                }
                 _ => {
                     if ui.button("OK").clicked() {
                         submit = true;
@@ -897,7 +989,8 @@ impl ChatScreen {
         });
         if submit {
             match self.submit_dialog(&dialog, bridge) {
-                Ok(()) => close = true,
+                // A search stays open to show its results.
+                Ok(()) => close |= !matches!(dialog, Dialog::Search { .. }),
                 Err(err) => self.status = Some(err),
             }
         }
@@ -915,6 +1008,38 @@ impl ChatScreen {
             Dialog::Join { name } => {
                 let name: RoomName = name.trim().parse().map_err(|e| format!("{e}"))?;
                 self.spawn_entered(bridge, move |client| async move { client.join(name).await });
+            }
+            Dialog::Search { room, query, .. } => {
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    let result = client
+                        .search(room, &query, SEARCH_RESULTS)
+                        .await
+                        .map_err(|e| e.to_string());
+                    Some(Update::Outcome(Outcome::Found(result)))
+                });
+            }
+            Dialog::Export { room, title, path } => {
+                let path = std::path::PathBuf::from(path.trim());
+                if path.as_os_str().is_empty() {
+                    return Err("choose a file to save to".to_owned());
+                }
+                let client = self.client.clone();
+                bridge.spawn(async move {
+                    let result = async {
+                        let entries = client
+                            .all_history(room, EXPORT_MAX)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let log = crate::export::text_log(room, &title, &entries, &Local);
+                        tokio::fs::write(&path, log)
+                            .await
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                        Ok(format!("exported {title} to {}", path.display()))
+                    }
+                    .await;
+                    Some(Update::Outcome(Outcome::Done(result)))
+                });
             }
             Dialog::Verify { user, .. } => {
                 let client = self.client.clone();

@@ -9,6 +9,7 @@ pub mod app;
 pub mod bridge;
 pub mod chat;
 pub mod emoji;
+pub mod export;
 pub mod fonts;
 pub mod picker;
 pub mod start;

@@ -453,3 +453,65 @@ fn reactions_edits_replies_and_deletions_travel_both_ways() {
     harness.state_mut().shut_down();
     runtime.block_on(bob.close());
 }
+
+#[test]
+fn search_and_export_the_decrypted_history() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, _bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+    for text in ["alpha one", "beta two", "Alpha three"] {
+        runtime
+            .block_on(bob.send_text(Target::Room(lobby), text))
+            .unwrap();
+    }
+    wait_until(&mut harness, "bob's messages", |h| {
+        has_label(h, "Alpha three")
+    });
+
+    harness.get_by_label("Search").click();
+    wait_until(&mut harness, "the search dialog", |h| {
+        h.query_by_label("Search for").is_some()
+    });
+    harness.get_by_label("Search for").focus();
+    harness.step();
+    harness.get_by_label("Search for").type_text("alpha");
+    harness.step();
+    let buttons: Vec<_> = harness.query_all_by_label("Search").collect();
+    // The dialog's button is the last one drawn.
+    buttons.last().unwrap().click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the results", |h| {
+        has_label(h, "bob: Alpha three") && has_label(h, "bob: alpha one")
+    });
+    assert!(!has_label(&harness, "bob: beta two"));
+    harness.get_by_label("Close").click_accesskit();
+    harness.step();
+
+    // Export to a file of the test's choosing.
+    harness.get_by_label("Export…").click_accesskit();
+    wait_until(&mut harness, "the export dialog", |h| {
+        h.query_by_label("Save to").is_some()
+    });
+    let file = dirs.0.path().join("lobby.txt");
+    harness
+        .get_by_label("Save to")
+        .set_text_value_accesskit(&file.display().to_string());
+    harness.step();
+    harness.get_by_label("OK").click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the export", |h| {
+        has_label(h, "exported lobby")
+    });
+    let log = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[0].ends_with("] bob: alpha one"), "{log}");
+    assert!(lines[2].ends_with("] bob: Alpha three"), "{log}");
+    assert_eq!(lines[0].find(']'), Some(9), "[HH:MM:SS] prefix: {log}");
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
