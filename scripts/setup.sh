@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # System packages. Building needs a C compiler (bundled SQLite, ring) and pkg-config;
-# the desktop app draws emoji with the Noto Color Emoji font (its tests too).
-packages=(gcc pkg-config fonts-noto-color-emoji)
+# the desktop app draws emoji with the Noto Color Emoji font (its tests too), and its
+# snapshot tests render with wgpu on Mesa's software Vulkan driver (lavapipe).
+packages=(gcc pkg-config fonts-noto-color-emoji mesa-vulkan-drivers libvulkan1)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -578,6 +578,56 @@ impl ChatScreen {
         });
     }
 
+    /// The open room's buttons, right to left: Leave, Invite, Export, Search, Verify.
+    fn room_buttons(
+        &mut self,
+        ui: &mut egui::Ui,
+        room: &confide_client::model::RoomSummary,
+        bridge: &Bridge<Update>,
+    ) {
+        if !room.is_direct() && !room.is_lobby() && ui.button("Leave").clicked() {
+            let client = self.client.clone();
+            let (id, label) = (room.id(), room.label());
+            bridge.spawn(async move {
+                let result = client
+                    .leave(id)
+                    .await
+                    .map(|()| format!("left {label}"))
+                    .map_err(|e| e.to_string());
+                Some(Update::Outcome(Outcome::Done(result)))
+            });
+        }
+        if !room.is_direct() && ui.button("Invite…").clicked() {
+            self.dialog = Some(Dialog::Invite {
+                room: room.id(),
+                user: String::new(),
+            });
+        }
+        if ui.button("Export…").clicked() {
+            let home = directories::UserDirs::new()
+                .map(|dirs| dirs.home_dir().to_path_buf())
+                .unwrap_or_default();
+            let path = home.join(crate::export::file_name(&room.label()));
+            self.dialog = Some(Dialog::Export {
+                room: room.id(),
+                title: room.label(),
+                path: path.display().to_string(),
+            });
+        }
+        if ui.button("Search").clicked() {
+            self.dialog = Some(Dialog::Search {
+                room: room.id(),
+                query: String::new(),
+                results: None,
+            });
+        }
+        if let Some(peer) = room.peer().cloned()
+            && ui.button("Verify…").clicked()
+        {
+            self.verify(peer, bridge);
+        }
+    }
+
     /// Runs a request that ends in a room to open.
     fn spawn_entered<F, Fut>(&self, bridge: &Bridge<Update>, request: F)
     where
@@ -615,51 +665,7 @@ impl ChatScreen {
             }
             if room.is_joined() {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    if ui.button("Export…").clicked() {
-                        let home = directories::UserDirs::new()
-                            .map(|dirs| dirs.home_dir().to_path_buf())
-                            .unwrap_or_default();
-                        let path = home.join(crate::export::file_name(&room.label()));
-                        self.dialog = Some(Dialog::Export {
-                            room: room.id(),
-                            title: room.label(),
-                            path: path.display().to_string(),
-                        });
-                    }
-                    if ui.button("Search").clicked() {
-                        self.dialog = Some(Dialog::Search {
-                            room: room.id(),
-                            query: String::new(),
-                            results: None,
-                        });
-                    }
-                    if let Some(peer) = room.peer().cloned()
-                        && ui.button("Verify…").clicked()
-                    {
-                        self.verify(peer, bridge);
-                    }
-                });
-            }
-            if room.is_joined() && !room.is_direct() {
-                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    if !room.is_lobby() && ui.button("Leave").clicked() {
-                        let client = self.client.clone();
-                        let (id, label) = (room.id(), room.label());
-                        bridge.spawn(async move {
-                            let result = client
-                                .leave(id)
-                                .await
-                                .map(|()| format!("left {label}"))
-                                .map_err(|e| e.to_string());
-                            Some(Update::Outcome(Outcome::Done(result)))
-                        });
-                    }
-                    if ui.button("Invite…").clicked() {
-                        self.dialog = Some(Dialog::Invite {
-                            room: room.id(),
-                            user: String::new(),
-                        });
-                    }
+                    self.room_buttons(ui, &room, bridge);
                 });
             }
         });

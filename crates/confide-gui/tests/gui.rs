@@ -43,6 +43,18 @@ fn wait_until(harness: &mut App<'_>, what: &str, mut done: impl FnMut(&App<'_>) 
     }
 }
 
+/// Compares the window with `tests/snapshots/NAME.png` (rendered by wgpu on the
+/// software Vulkan driver the setup script installs). Times, ports and fingerprints
+/// differ between runs, so a few thousand pixels may differ; a broken layout differs in
+/// far more. `UPDATE_SNAPSHOTS=1` rewrites the files.
+fn snapshot(harness: &mut App<'_>, name: &str) {
+    harness.run_steps(2);
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(12_000usize);
+    harness.snapshot_options(name, &options);
+}
+
 fn has_label(harness: &App<'_>, text: &str) -> bool {
     harness.query_all_by_label_contains(text).next().is_some()
 }
@@ -110,6 +122,7 @@ fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
         has_label(&harness, &shown),
         "the fingerprint {shown} is shown"
     );
+    snapshot(&mut harness, "trust_prompt");
     harness.get_by_label("Trust and connect").click_accesskit();
     wait_until(&mut harness, "the chat screen", |h| {
         h.state().is_connected()
@@ -432,6 +445,7 @@ fn reactions_edits_replies_and_deletions_travel_both_ways() {
     wait_until(&mut harness, "the reply with its quote", |h| {
         has_label(h, "in reply to bob: lunch at noon?") && has_label(h, "yes!")
     });
+    snapshot(&mut harness, "conversation");
 
     // And deletes her reply: bob's client gets the deletion, her window hides it.
     harness.get_by_label("yes!").click_secondary();
