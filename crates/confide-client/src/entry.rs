@@ -182,6 +182,16 @@ impl Entry {
         }
     }
 
+    /// Whether the entry is a receipt (delivered or read), which front ends show as a
+    /// mark on earlier messages, never as a line.
+    #[must_use]
+    pub fn is_receipt(&self) -> bool {
+        matches!(
+            &self.content,
+            Content::Message { envelope, .. } if matches!(envelope.body, Payload::Receipt { .. })
+        )
+    }
+
     /// The text of a readable text or reply message.
     #[must_use]
     pub fn text(&self) -> Option<&str> {

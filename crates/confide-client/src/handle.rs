@@ -265,6 +265,19 @@ impl ClientHandle {
             .await
     }
 
+    /// Tells the others that this user read `room` up to the message `up_to` (call it
+    /// when the conversation is on screen with new messages). Receipts are sent only in
+    /// direct conversations and rooms of at most
+    /// [`crate::secure::live::RECEIPT_ROOM_MAX`] members, once per message; returns
+    /// whether one went out. Delivery receipts are sent by the client core itself.
+    ///
+    /// # Errors
+    /// As [`ClientHandle::send`].
+    pub async fn mark_read(&self, room: RoomId, up_to: MessageId) -> Result<bool, ClientError> {
+        self.secure(|reply| SecureCommand::MarkRead { room, up_to, reply })
+            .await
+    }
+
     /// Tells the room's other members that this user is typing (`active`) or stopped.
     /// Call it on every edit of the input: notices go out at most every
     /// [`crate::secure::live::TYPING_REPEAT`] per room, encrypted like messages but

@@ -94,6 +94,13 @@ pub(crate) enum SecureCommand {
         active: bool,
         reply: oneshot::Sender<Result<bool, ClientError>>,
     },
+    /// Says that this user read `room` up to the message `up_to` (in rooms small enough
+    /// for receipts); answers whether a receipt went out.
+    MarkRead {
+        room: RoomId,
+        up_to: MessageId,
+        reply: oneshot::Sender<Result<bool, ClientError>>,
+    },
     /// Removes from the room's group the devices of users who are no longer members
     /// (at once, after a kick or ban).
     RemoveDeparted {
@@ -233,6 +240,10 @@ pub(crate) struct Secure {
     typing_sent: HashMap<RoomId, tokio::time::Instant>,
     /// Rooms where someone left, and when to check that their devices were removed.
     departures: HashMap<RoomId, tokio::time::Instant>,
+    /// Per room, the newest message from someone else not yet confirmed delivered.
+    delivered_due: HashMap<RoomId, MessageId>,
+    /// Per room, the message this user last said they read.
+    read_sent: HashMap<RoomId, MessageId>,
 }
 
 /// What the task starts with.
@@ -283,6 +294,8 @@ impl Secure {
             publish_failed: None,
             typing_sent: HashMap::new(),
             departures: HashMap::new(),
+            delivered_due: HashMap::new(),
+            read_sent: HashMap::new(),
         })
     }
 
@@ -303,6 +316,7 @@ impl Secure {
                 item = self.upstream.recv() => {
                     let Some(item) = item else { break };
                     self.on_batch(item).await;
+                    self.send_delivery_receipts().await;
                 }
                 command = self.commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command).await,
@@ -351,6 +365,12 @@ impl Secure {
             match item {
                 Upstream::Entry { entry, live } => match self.process(&entry).await {
                     Ok(entry) => {
+                        if entry.is_new_message()
+                            && !entry.sender.same_as(&self.me)
+                            && let Content::Message { envelope, .. } = &entry.content
+                        {
+                            self.delivered_due.insert(entry.room, envelope.id);
+                        }
                         if let Content::Unreadable(reason) = &entry.content
                             && reason.is_alert()
                         {
@@ -744,6 +764,11 @@ impl Secure {
                 let marked = self.state.trust.mark_verified(&user.canonical());
                 self.unsaved = true;
                 let _ = reply.send(self.flush().map(|()| marked));
+            }
+            SecureCommand::MarkRead { room, up_to, reply } => {
+                let result = self.mark_read(room, up_to).await;
+                let saved = self.flush();
+                let _ = reply.send(saved.and(result));
             }
             SecureCommand::Typing {
                 room,

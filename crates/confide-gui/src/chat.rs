@@ -13,7 +13,9 @@ use crate::emoji;
 use crate::picker::EmojiPicker;
 use crate::start::Connected;
 use chrono::{Local, NaiveDate, TimeZone as _};
-use confide_client::model::{LineKind, Presence, RoomList, Row, Timeline, TimelineLine, Typing};
+use confide_client::model::{
+    LineKind, Presence, Receipt, RoomList, Row, Timeline, TimelineLine, Typing,
+};
 use confide_client::{
     ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck, Verification,
 };
@@ -169,6 +171,8 @@ pub struct ChatScreen {
     cursor: usize,
     /// Replying to or editing a message, if so.
     composing: Option<Composing>,
+    /// Per room, the newest message from others this user was shown (and said so).
+    read_marked: std::collections::HashMap<RoomId, MessageId>,
 }
 
 impl ChatScreen {
@@ -205,6 +209,7 @@ impl ChatScreen {
             picker: EmojiPicker::new(&connected.profile_dir),
             cursor: 0,
             composing: None,
+            read_marked: std::collections::HashMap::new(),
         }
     }
 
@@ -712,6 +717,30 @@ impl ChatScreen {
         if let Some(action) = action {
             self.on_line_action(room.id(), action, bridge);
         }
+        self.mark_read(room.id(), bridge);
+    }
+
+    /// The conversation is on screen: tell the others up to where it was read (the
+    /// core sends receipts only in small rooms, once per message).
+    fn mark_read(&mut self, room: RoomId, bridge: &Bridge<Update>) {
+        let Some(newest) = self
+            .timeline
+            .newest_from_others(room, &self.me)
+            .and_then(TimelineLine::message_id)
+        else {
+            return;
+        };
+        if self.read_marked.get(&room) == Some(&newest) {
+            return;
+        }
+        self.read_marked.insert(room, newest);
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            if let Err(err) = client.mark_read(room, newest).await {
+                tracing::debug!(cause = %err, "cannot send a read receipt");
+            }
+            None
+        });
     }
 
     /// Reacts at once; replying and editing go through the input.
@@ -1148,6 +1177,14 @@ fn line_ui(
                 }
                 if *protection == Protection::SharedKey {
                     ui.weak("(shared key)");
+                }
+                if mine && !*deleted {
+                    let state = match timeline.receipt(room, line) {
+                        Receipt::Sent => "sent",
+                        Receipt::Delivered => "delivered",
+                        Receipt::Read => "read",
+                    };
+                    ui.weak(state);
                 }
                 if !*deleted {
                     response.context_menu(|ui| {

@@ -154,13 +154,23 @@ fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
     );
     harness.key_press(egui::Key::Enter);
     harness.step();
-    let got = runtime.block_on(async {
-        // Keep the window stepping while waiting: it runs the request.
-        next_text(&mut bob_events, lobby, "alice").await
-    });
+    let (got, id) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match (entry.sender.as_str(), &entry.content) {
+            ("alice", confide_client::Content::Message { envelope, .. }) => {
+                entry.text().map(|text| (text.to_owned(), envelope.id))
+            }
+            _ => None,
+        }
+    }));
     assert_eq!(got, "hello 😄");
     wait_until(&mut harness, "the input to clear", |h| {
         h.get_by_label("Message").value().as_deref() == Some("")
+    });
+    // Bob's client confirmed delivery by itself; once he reads it, it shows as read.
+    wait_until(&mut harness, "delivered", |h| has_label(h, "delivered"));
+    assert!(runtime.block_on(bob.mark_read(lobby, id)).unwrap());
+    wait_until(&mut harness, "read", |h| {
+        h.query_by_label("read").is_some() && !has_label(h, "delivered")
     });
 
     // The server and user are remembered for next time.

@@ -39,7 +39,13 @@ pub async fn history(context: &Context, args: HistoryArgs) -> anyhow::Result<()>
                 break;
             }
         }
-        let entries: Vec<Entry> = pages.into_iter().rev().flatten().collect();
+        // Receipts mark earlier messages; they are not lines of the history.
+        let entries: Vec<Entry> = pages
+            .into_iter()
+            .rev()
+            .flatten()
+            .filter(|entry| !entry.is_receipt())
+            .collect();
         if context.json {
             for entry in &entries {
                 print_out(json::entry(&directory, entry, false))?;

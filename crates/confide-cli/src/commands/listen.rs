@@ -108,6 +108,7 @@ async fn run(
         // Unreadable messages count too: they are messages that arrived.
         if let ClientEvent::Entry { entry, .. } = &event
             && entry.is_message()
+            && !entry.is_receipt()
         {
             messages += 1;
             if args.count.is_some_and(|count| messages >= count) {

@@ -69,6 +69,8 @@ where
     #[must_use]
     pub fn event(&self, directory: &RoomDirectory, event: &ClientEvent) -> Option<Line> {
         match event {
+            // Receipts mark earlier messages; the command line shows no line for them.
+            ClientEvent::Entry { entry, .. } if entry.is_receipt() => None,
             ClientEvent::Entry { entry, .. } => Some(Line::Out(self.entry(directory, entry))),
             ClientEvent::Presence { room, user, online } => {
                 let prefix = if self.show_room {

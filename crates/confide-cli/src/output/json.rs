@@ -221,6 +221,7 @@ pub fn entry(directory: &RoomDirectory, entry: &Entry, live: bool) -> String {
 #[must_use]
 pub fn event(directory: &RoomDirectory, event: &ClientEvent) -> Option<Line> {
     let line = match event {
+        ClientEvent::Entry { entry, .. } if entry.is_receipt() => return None,
         ClientEvent::Entry {
             entry: room_entry,
             live,

@@ -15,7 +15,7 @@
 
 use crate::entry::{self, Content, Entry, Protection, Unreadable};
 use crate::event::ClientEvent;
-use confide_crypto::payload::{MessageId, Payload};
+use confide_crypto::payload::{MessageId, Payload, ReceiptKind};
 use confide_proto::{Epoch, MemberChange, Membership, RoomId, Seq, Timestamp, UserName};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -56,6 +56,17 @@ struct Applied {
     edit: Option<Seq>,
     // Emoji -> canonical user -> (user, the change's place, added).
     reactions: BTreeMap<String, BTreeMap<String, (UserName, Seq, bool)>>,
+}
+
+/// How far one of this user's messages got, from the receipts of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Receipt {
+    /// The server stored it.
+    Sent,
+    /// Someone's device received it.
+    Delivered,
+    /// Someone read it.
+    Read,
 }
 
 /// A change one message makes to another.
@@ -254,6 +265,9 @@ fn modifier_of(entry: &Entry) -> Option<Option<(MessageId, Modifier)>> {
     let Content::Message { envelope, .. } = &entry.content else {
         return None;
     };
+    if let Payload::Receipt { .. } = &envelope.body {
+        return Some(None);
+    }
     let (target, change) = match &envelope.body {
         Payload::Edit { target, text } => (*target, Change::Edit(text.clone())),
         Payload::Delete { target } => (*target, Change::Delete),
@@ -292,6 +306,8 @@ struct RoomLines {
     complete: bool,
     // Changes whose target is not loaded, oldest first.
     pending: VecDeque<(MessageId, Modifier)>,
+    // Per reader (canonical name): the newest line they confirmed delivered, and read.
+    receipts: HashMap<String, (Option<Seq>, Option<Seq>)>,
 }
 
 impl RoomLines {
@@ -312,6 +328,31 @@ impl RoomLines {
             }
         }
         false
+    }
+
+    /// Records what a reader confirmed: every line up to the newest one named (read
+    /// implies delivered). Receipts naming lines not loaded are ignored.
+    fn receipt(&mut self, reader: &UserName, kind: ReceiptKind, up_to: &[MessageId]) -> bool {
+        let newest = self
+            .lines
+            .iter()
+            .filter(|line| line.message_id().is_some_and(|id| up_to.contains(&id)))
+            .map(|line| line.seq)
+            .max();
+        let Some(newest) = newest else {
+            return false;
+        };
+        let (delivered, read) = self.receipts.entry(reader.canonical()).or_default();
+        let mut changed = false;
+        if *delivered < Some(newest) {
+            *delivered = Some(newest);
+            changed = true;
+        }
+        if kind == ReceiptKind::Read && *read < Some(newest) {
+            *read = Some(newest);
+            changed = true;
+        }
+        changed
     }
 
     /// Applies the waiting changes of a line just added.
@@ -372,6 +413,11 @@ impl Timeline {
     pub fn insert(&mut self, entry: &Entry) -> bool {
         let capacity = self.capacity;
         let room = self.rooms.entry(entry.room).or_default();
+        if let Content::Message { envelope, .. } = &entry.content
+            && let Payload::Receipt { kind, up_to } = &envelope.body
+        {
+            return room.receipt(&entry.sender, *kind, up_to);
+        }
         match modifier_of(entry) {
             Some(Some((target, modifier))) => return room.change(target, modifier),
             Some(None) => return false,
@@ -396,6 +442,41 @@ impl Timeline {
             room.complete = false;
         }
         true
+    }
+
+    /// How far a line got: read or delivered if any other member said so for it or a
+    /// later line, else sent. Meant for this user's own messages.
+    #[must_use]
+    pub fn receipt(&self, room: RoomId, line: &TimelineLine) -> Receipt {
+        let Some(lines) = self.rooms.get(&room) else {
+            return Receipt::Sent;
+        };
+        let me = line.sender.canonical();
+        let mut best = Receipt::Sent;
+        for (reader, (delivered, read)) in &lines.receipts {
+            if *reader == me {
+                continue;
+            }
+            if read.is_some_and(|seq| seq >= line.seq) {
+                return Receipt::Read;
+            }
+            if delivered.is_some_and(|seq| seq >= line.seq) {
+                best = Receipt::Delivered;
+            }
+        }
+        best
+    }
+
+    /// The newest message line of someone other than `me` in a room: what a read
+    /// receipt names.
+    #[must_use]
+    pub fn newest_from_others(&self, room: RoomId, me: &UserName) -> Option<&TimelineLine> {
+        self.rooms
+            .get(&room)?
+            .lines
+            .iter()
+            .rev()
+            .find(|line| line.message_id().is_some() && line.sender.canonical() != me.canonical())
     }
 
     /// The message line with this id in a room, if loaded.
@@ -812,6 +893,54 @@ mod tests {
         assert_eq!(
             shown(&timeline, 1, 3),
             ("fixed".to_owned(), true, false, vec!["❤:alice".to_owned()])
+        );
+    }
+
+    #[test]
+    fn receipts_mark_own_messages_delivered_then_read() {
+        let mut timeline = Timeline::new();
+        timeline.insert(&with(1, 1, "alice", text("one")));
+        timeline.insert(&with(1, 2, "alice", text("two")));
+        timeline.insert(&with(1, 3, "bob", text("three")));
+        let receipt = |seq, sender, kind, ids: &[u8]| {
+            with(
+                1,
+                seq,
+                sender,
+                Payload::Receipt {
+                    kind,
+                    up_to: ids.iter().map(|i| id(*i)).collect(),
+                },
+            )
+        };
+        let state = |timeline: &Timeline, target: u8| {
+            let line = timeline.find(RoomId(1), id(target)).unwrap().clone();
+            timeline.receipt(RoomId(1), &line)
+        };
+        assert_eq!(state(&timeline, 1), Receipt::Sent);
+        assert!(timeline.insert(&receipt(4, "bob", ReceiptKind::Delivered, &[2])));
+        assert_eq!(
+            state(&timeline, 1),
+            Receipt::Delivered,
+            "up to the newest named"
+        );
+        assert_eq!(state(&timeline, 2), Receipt::Delivered);
+        // Her own receipts do not count for her own messages.
+        timeline.insert(&receipt(5, "alice", ReceiptKind::Read, &[3]));
+        assert_eq!(state(&timeline, 2), Receipt::Delivered);
+        assert!(timeline.insert(&receipt(6, "bob", ReceiptKind::Read, &[1])));
+        assert_eq!(state(&timeline, 1), Receipt::Read);
+        assert_eq!(state(&timeline, 2), Receipt::Delivered);
+        assert!(
+            !timeline.insert(&receipt(7, "bob", ReceiptKind::Read, &[1])),
+            "no news"
+        );
+        assert_eq!(seqs(&timeline, 1), [1, 2, 3], "receipts add no lines");
+        assert_eq!(
+            timeline
+                .newest_from_others(RoomId(1), &user("alice"))
+                .map(|l| l.seq),
+            Some(Seq(3))
         );
     }
 }

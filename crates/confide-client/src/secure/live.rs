@@ -1,12 +1,13 @@
 //! What happens between messages: typing notices, sent and received as ephemeral
-//! end-to-end encrypted messages that the server relays without storing, and removing
-//! the devices of members who left from the room's group soon after they leave.
+//! end-to-end encrypted messages that the server relays without storing; receipts
+//! (delivered, read) in small rooms; and removing the devices of members who left from
+//! the room's group soon after they leave.
 
 use super::store::Stored;
 use super::{Secure, is_code, unexpected};
 use crate::error::ClientError;
 use crate::event::ClientEvent;
-use confide_crypto::payload::{Envelope, MessageId, Payload};
+use confide_crypto::payload::{Envelope, MessageId, Payload, ReceiptKind};
 use confide_crypto::{CryptoError, Incoming, MemberId};
 use confide_proto::{DeviceId, ErrorCode, MemberChange, Reply, Request, RoomId, UserName};
 use std::collections::BTreeSet;
@@ -16,6 +17,11 @@ use tokio::time::Instant;
 /// While someone types, a "typing" notice goes out at most this often per room.
 /// Receivers show one for [`crate::model::TYPING_SHOWN_FOR`], which is longer.
 pub const TYPING_REPEAT: Duration = Duration::from_secs(3);
+
+/// Receipts are sent in direct conversations and rooms of at most this many members
+/// (each receipt is a message to everyone: in a large room they would outnumber the
+/// messages).
+pub const RECEIPT_ROOM_MAX: u32 = 20;
 
 /// How long the first member in line waits before removing a departed member's
 /// devices, and how much longer each next one waits (they check first whether it is
@@ -35,6 +41,63 @@ pub(crate) struct EphemeralIn {
 }
 
 impl Secure {
+    /// Whether `room` gets receipts (see [`RECEIPT_ROOM_MAX`]).
+    fn receipts_wanted(&self, room: RoomId) -> bool {
+        self.rooms.get(&room).is_some_and(|info| {
+            matches!(info.kind, confide_proto::RoomKind::Direct { .. })
+                || info.member_count <= RECEIPT_ROOM_MAX
+        })
+    }
+
+    /// Confirms delivery of the newest message from others in each room where new ones
+    /// arrived (one receipt per room per batch). Failures are only traced: a receipt is
+    /// a courtesy, and the next batch confirms more.
+    pub(super) async fn send_delivery_receipts(&mut self) {
+        let due: Vec<(RoomId, MessageId)> = self.delivered_due.drain().collect();
+        for (room, id) in due {
+            if !self.receipts_wanted(room) {
+                continue;
+            }
+            let receipt = Payload::Receipt {
+                kind: ReceiptKind::Delivered,
+                up_to: vec![id],
+            };
+            if let Err(err) = self.send(confide_proto::Target::Room(room), receipt).await {
+                tracing::debug!(%room, cause = %err, "cannot send a delivery receipt");
+            }
+        }
+        if let Err(err) = self.flush() {
+            tracing::warn!(cause = %err, "cannot save the end-to-end state");
+        }
+    }
+
+    /// Says this user read `room` up to `up_to`, once per message.
+    pub(super) async fn mark_read(
+        &mut self,
+        room: RoomId,
+        up_to: MessageId,
+    ) -> Result<bool, ClientError> {
+        if self.read_sent.get(&room) == Some(&up_to) {
+            return Ok(false);
+        }
+        self.room_info(room, false).await?;
+        if !self.receipts_wanted(room) {
+            return Ok(false);
+        }
+        let receipt = Payload::Receipt {
+            kind: ReceiptKind::Read,
+            up_to: vec![up_to],
+        };
+        self.send(confide_proto::Target::Room(room), receipt)
+            .await?;
+        // Read covers delivered.
+        if self.delivered_due.get(&room) == Some(&up_to) {
+            self.delivered_due.remove(&room);
+        }
+        self.read_sent.insert(room, up_to);
+        Ok(true)
+    }
+
     /// Sends a typing notice for `room` unless one went out less than
     /// [`TYPING_REPEAT`] ago (or, to stop, unless none is showing). Returns whether a
     /// notice was sent. Typing never changes the group: in a room this device has no

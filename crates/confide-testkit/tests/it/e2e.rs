@@ -133,7 +133,7 @@ async fn next_message_not_from(events: &mut EventStream, room: RoomId, me: Optio
             .expect("stream ended");
         if let ClientEvent::Entry { entry, .. } = event
             && entry.room == room
-            && entry.is_message()
+            && entry.is_new_message()
             && me.is_none_or(|me| entry.sender.as_str() != me)
         {
             return entry;
@@ -285,7 +285,7 @@ async fn a_new_member_cannot_read_what_was_sent_before_joining() {
     // The server hands out history only from the join on, and the group could not
     // have decrypted anything earlier anyway (shown in confide-crypto's tests).
     let page = carol.history(room.id, None, 50).await.unwrap();
-    let messages: Vec<&Entry> = page.entries.iter().filter(|e| e.is_message()).collect();
+    let messages: Vec<&Entry> = page.entries.iter().filter(|e| e.is_new_message()).collect();
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].text(), Some("after carol"));
     alice.close().await;
@@ -670,6 +670,13 @@ async fn typing_notices_are_encrypted_relayed_live_and_never_stored() {
         .await
         .unwrap();
     assert!(!alice.client.typing(empty.id, true).await.unwrap());
+    // Bob's client confirms the greeting's delivery (a stored message); wait for it so
+    // that the log is settled before typing.
+    wait_for(&mut alice.events, |event| match event {
+        ClientEvent::Entry { entry, .. } if entry.room == room && entry.is_receipt() => Some(()),
+        _ => None,
+    })
+    .await;
     let stored_before = server_log(&server, "alice", room).await;
     let typing = async |events: &mut EventStream| {
         wait_for(events, |event| match event {
