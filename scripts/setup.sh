@@ -5,8 +5,10 @@ set -euo pipefail
 
 # System packages. Building needs a C compiler (bundled SQLite, ring) and pkg-config;
 # the desktop app draws emoji with the Noto Color Emoji font (its tests too), and its
-# snapshot tests render with wgpu on Mesa's software Vulkan driver (lavapipe).
-packages=(gcc pkg-config fonts-noto-color-emoji mesa-vulkan-drivers libvulkan1)
+# snapshot tests render with wgpu on Mesa's software Vulkan driver (lavapipe); its smoke
+# test runs the release binary on a virtual display (Xvfb) and takes a screenshot.
+packages=(gcc pkg-config fonts-noto-color-emoji mesa-vulkan-drivers libvulkan1
+  xvfb xauth x11-utils imagemagick)
 
 missing=()
 for package in "${packages[@]}"; do

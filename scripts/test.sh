@@ -33,3 +33,6 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | awk '{sum += $4} END {print sum + 0}')
 failed=$(grep -E '^test result:' "$log" | awk '{sum += $6} END {print sum + 0}')
 echo "tests: $passed passed, $failed failed"
+
+echo "== the desktop app's release binary on a virtual display"
+./scripts/gui-smoke.sh

@@ -51,7 +51,8 @@ fn profile_dir() -> anyhow::Result<PathBuf> {
 
 fn run() -> anyhow::Result<()> {
     let profile = profile_dir()?;
-    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+    let unset = |name: &str| std::env::var_os(name).is_none_or(|value| value.is_empty());
+    if unset("DISPLAY") && unset("WAYLAND_DISPLAY") {
         anyhow::bail!(
             "no display: set DISPLAY (or run under Xvfb); the `confide` command works without one"
         );
