@@ -171,6 +171,8 @@ pub struct ChatScreen {
     cursor: usize,
     /// Replying to or editing a message, if so.
     composing: Option<Composing>,
+    /// Put the input's cursor here and focus it on the next frame (after an edit began).
+    place_cursor: Option<usize>,
     /// Per room, the newest message from others this user was shown (and said so).
     read_marked: std::collections::HashMap<RoomId, MessageId>,
 }
@@ -209,6 +211,7 @@ impl ChatScreen {
             picker: EmojiPicker::new(&connected.profile_dir),
             cursor: 0,
             composing: None,
+            place_cursor: None,
             read_marked: std::collections::HashMap::new(),
         }
     }
@@ -764,6 +767,7 @@ impl ChatScreen {
                 self.composing = Some(Composing::Edit { target });
                 self.input = text;
                 self.cursor = self.input.chars().count();
+                self.place_cursor = Some(self.cursor);
             }
             LineAction::Delete { target } => {
                 let client = self.client.clone();
@@ -821,10 +825,29 @@ impl ChatScreen {
         if let Some(emoji) = self.picker.show(ui.ctx()) {
             picked = Some(emoji);
         }
-        // Enter sends; Shift+Enter is left to the text box (a new line).
+        // Enter alone sends; Shift+Enter is left to the text box (a new line). egui's
+        // consume_key ignores Shift, so the plain key press is taken out by hand.
         let focused = ui.ctx().memory(|m| m.has_focus(id));
         let send = focused
-            && ui.input_mut(|input| input.consume_key(egui::Modifiers::NONE, egui::Key::Enter));
+            && ui.input_mut(|input| {
+                let before = input.events.len();
+                input.events.retain(|event| {
+                    !matches!(
+                        event,
+                        egui::Event::Key {
+                            key: egui::Key::Enter,
+                            pressed: true,
+                            modifiers,
+                            ..
+                        } if modifiers.is_none()
+                    )
+                });
+                input.events.len() != before
+            });
+        if let Some(at) = self.place_cursor.take() {
+            set_cursor(ui.ctx(), id, at);
+            ui.ctx().memory_mut(|m| m.request_focus(id));
+        }
         let before = self.input.clone();
         let label = ui.label("Message");
         let output = egui::TextEdit::multiline(&mut self.input)

@@ -539,3 +539,91 @@ fn search_and_export_the_decrypted_history() {
     harness.state_mut().shut_down();
     runtime.block_on(bob.close());
 }
+
+#[test]
+fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text("first line");
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
+    harness.step();
+    harness.get_by_label("Message").type_text("second line");
+    harness.step();
+    assert_eq!(
+        harness.get_by_label("Message").value().as_deref(),
+        Some("first line\nsecond line"),
+        "Shift+Enter adds a line instead of sending"
+    );
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let (text, id) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match (entry.sender.as_str(), &entry.content) {
+            ("alice", confide_client::Content::Message { envelope, .. }) => {
+                entry.text().map(|text| (text.to_owned(), envelope.id))
+            }
+            _ => None,
+        }
+    }));
+    assert_eq!(text, "first line\nsecond line");
+    let _ = id;
+
+    // Edit an own message from its menu: the input takes the text, Enter sends the edit.
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text("see you tmorrow");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let id = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match &entry.content {
+            confide_client::Content::Message { envelope, .. }
+                if entry.text() == Some("see you tmorrow") =>
+            {
+                Some(envelope.id)
+            }
+            _ => None,
+        }
+    }));
+    wait_until(&mut harness, "the message", |h| {
+        h.query_by_label("see you tmorrow").is_some()
+    });
+    harness.get_by_label("see you tmorrow").click_secondary();
+    wait_until(&mut harness, "the message menu", |h| {
+        h.query_by_label("Edit").is_some()
+    });
+    harness.get_by_label("Edit").click_accesskit();
+    wait_until(&mut harness, "the edit banner", |h| {
+        has_label(h, "Editing your message")
+    });
+    assert_eq!(
+        harness.get_by_label("Message").value().as_deref(),
+        Some("see you tmorrow")
+    );
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text("!");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let edit = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match payload(entry) {
+            Some(Payload::Edit { target, text }) => Some((*target, text.clone())),
+            _ => None,
+        }
+    }));
+    assert_eq!(edit, (id, "see you tmorrow!".to_owned()));
+    wait_until(&mut harness, "the edited message", |h| {
+        h.query_by_label("see you tmorrow!").is_some() && has_label(h, "(edited)")
+    });
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
