@@ -164,16 +164,20 @@ pub fn remember(recent: &mut Vec<String>, emoji: &str) {
 /// after the emoji.
 #[must_use]
 pub fn insert(text: &str, cursor: usize, emoji: &str) -> Replaced {
+    splice(text, cursor, cursor, emoji)
+}
+
+/// Replaces the characters from `from` to `to` (character indices) with `with`; the
+/// cursor goes after it.
+fn splice(text: &str, from: usize, to: usize, with: &str) -> Replaced {
     let chars: Vec<char> = text.chars().collect();
-    let cursor = cursor.min(chars.len());
-    let mut out: String = chars[..cursor].iter().collect();
-    out.push_str(emoji);
-    let new_cursor = out.chars().count();
-    out.extend(&chars[cursor..]);
-    Replaced {
-        text: out,
-        cursor: new_cursor,
-    }
+    let to = to.min(chars.len());
+    let from = from.min(to);
+    let mut out: String = chars[..from].iter().collect();
+    out.push_str(with);
+    let cursor = out.chars().count();
+    out.extend(&chars[to..]);
+    Replaced { text: out, cursor }
 }
 
 /// Emoji whose shortcode starts with `fragment` (best first: exact match, then shorter
@@ -194,17 +198,7 @@ pub fn suggestions(fragment: &str, limit: usize) -> Vec<(&'static str, &'static 
 /// [`started_shortcode`]) that ends at `cursor`; returns the text and the new cursor.
 #[must_use]
 pub fn complete(text: &str, started: &Started, cursor: usize, emoji: &str) -> Replaced {
-    let chars: Vec<char> = text.chars().collect();
-    let cursor = cursor.min(chars.len());
-    let colon = started.colon.min(cursor);
-    let mut out: String = chars[..colon].iter().collect();
-    out.push_str(emoji);
-    let new_cursor = out.chars().count();
-    out.extend(&chars[cursor..]);
-    Replaced {
-        text: out,
-        cursor: new_cursor,
-    }
+    splice(text, started.colon, cursor, emoji)
 }
 
 #[cfg(test)]

@@ -154,14 +154,7 @@ fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
     );
     harness.key_press(egui::Key::Enter);
     harness.step();
-    let (got, id) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
-        match (entry.sender.as_str(), &entry.content) {
-            ("alice", confide_client::Content::Message { envelope, .. }) => {
-                entry.text().map(|text| (text.to_owned(), envelope.id))
-            }
-            _ => None,
-        }
-    }));
+    let (got, id) = runtime.block_on(text_from(&mut bob_events, lobby, "alice"));
     assert_eq!(got, "hello 😄");
     wait_until(&mut harness, "the input to clear", |h| {
         h.get_by_label("Message").value().as_deref() == Some("")
@@ -372,6 +365,21 @@ async fn next_entry<T>(
     }
 }
 
+/// The next text message `from` someone in `room`, with its id.
+async fn text_from(
+    events: &mut EventStream,
+    room: RoomId,
+    from: &str,
+) -> (String, confide_crypto::payload::MessageId) {
+    next_entry(events, room, |entry| match &entry.content {
+        confide_client::Content::Message { envelope, .. } if entry.sender.as_str() == from => {
+            entry.text().map(|text| (text.to_owned(), envelope.id))
+        }
+        _ => None,
+    })
+    .await
+}
+
 fn payload(entry: &confide_client::Entry) -> Option<&Payload> {
     match &entry.content {
         confide_client::Content::Message { envelope, .. } => Some(&envelope.body),
@@ -565,14 +573,7 @@ fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
     );
     harness.key_press(egui::Key::Enter);
     harness.step();
-    let (text, id) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
-        match (entry.sender.as_str(), &entry.content) {
-            ("alice", confide_client::Content::Message { envelope, .. }) => {
-                entry.text().map(|text| (text.to_owned(), envelope.id))
-            }
-            _ => None,
-        }
-    }));
+    let (text, id) = runtime.block_on(text_from(&mut bob_events, lobby, "alice"));
     assert_eq!(text, "first line\nsecond line");
     let _ = id;
 
