@@ -87,6 +87,8 @@ pub enum Outcome {
     History {
         /// The room.
         room: RoomId,
+        /// Older than what was shown (the user asked for more).
+        older: bool,
         /// The page or the error.
         result: Result<HistoryPage, String>,
     },
@@ -171,6 +173,8 @@ pub struct ChatScreen {
     cursor: usize,
     /// Replying to or editing a message, if so.
     composing: Option<Composing>,
+    /// Rooms whose older history is being fetched.
+    loading_older: HashSet<RoomId>,
     /// Put the input's cursor here and focus it on the next frame (after an edit began).
     place_cursor: Option<usize>,
     /// Per room, the newest message from others this user was shown (and said so).
@@ -212,6 +216,7 @@ impl ChatScreen {
             cursor: 0,
             composing: None,
             place_cursor: None,
+            loading_older: HashSet::new(),
             read_marked: std::collections::HashMap::new(),
         }
     }
@@ -315,18 +320,27 @@ impl ChatScreen {
                     }
                 }
             }
-            Outcome::History { room, result } => match result {
-                Ok(page) => {
-                    self.timeline.load_history(&page.entries);
-                    if !page.more {
-                        self.timeline.mark_complete(room);
+            Outcome::History {
+                room,
+                older,
+                result,
+            } => {
+                self.loading_older.remove(&room);
+                match result {
+                    Ok(page) => {
+                        self.timeline.load_history(&page.entries);
+                        if !page.more {
+                            self.timeline.mark_complete(room);
+                        }
+                    }
+                    Err(err) => {
+                        if !older {
+                            self.loaded.remove(&room);
+                        }
+                        self.status = Some(format!("cannot load the history: {err}"));
                     }
                 }
-                Err(err) => {
-                    self.loaded.remove(&room);
-                    self.status = Some(format!("cannot load the history: {err}"));
-                }
-            },
+            }
             Outcome::Members { room, result } => match result {
                 Ok(members) => self.presence.seed(room, &members),
                 Err(err) => {
@@ -438,7 +452,11 @@ impl ChatScreen {
                     .history(id, None, HISTORY_PAGE)
                     .await
                     .map_err(|e| e.to_string());
-                Some(Update::Outcome(Outcome::History { room: id, result }))
+                Some(Update::Outcome(Outcome::History {
+                    room: id,
+                    older: false,
+                    result,
+                }))
             });
         }
         if !self.presence.is_known(id) && self.members_asked.insert(id) {
@@ -690,10 +708,22 @@ impl ChatScreen {
         let typing_line = self.typing.describe(room.id(), now);
         let rows = self.timeline.rows(room.id(), local_day);
         let mut action = None;
+        let mut load_older = false;
+        let more = !self.timeline.is_complete(room.id()) && !self.timeline.is_full(room.id());
+        let loading = self.loading_older.contains(&room.id());
         egui::ScrollArea::vertical()
             .stick_to_bottom(true)
             .auto_shrink([false, false])
             .show(ui, |ui| {
+                if more && self.loaded.contains(&room.id()) {
+                    ui.vertical_centered(|ui| {
+                        if loading {
+                            ui.spinner();
+                        } else if ui.button("Load older messages").clicked() {
+                            load_older = true;
+                        }
+                    });
+                }
                 for row in rows {
                     match row {
                         Row::Day(day) => {
@@ -720,7 +750,32 @@ impl ChatScreen {
         if let Some(action) = action {
             self.on_line_action(room.id(), action, bridge);
         }
+        if load_older {
+            self.load_older(room.id(), bridge);
+        }
         self.mark_read(room.id(), bridge);
+    }
+
+    /// Fetches the page of history before the oldest line shown.
+    fn load_older(&mut self, room: RoomId, bridge: &Bridge<Update>) {
+        let Some(before) = self.timeline.oldest_seq(room) else {
+            return;
+        };
+        if !self.loading_older.insert(room) {
+            return;
+        }
+        let client = self.client.clone();
+        bridge.spawn(async move {
+            let result = client
+                .history(room, Some(before), HISTORY_PAGE)
+                .await
+                .map_err(|e| e.to_string());
+            Some(Update::Outcome(Outcome::History {
+                room,
+                older: true,
+                result,
+            }))
+        });
     }
 
     /// The conversation is on screen: tell the others up to where it was read (the

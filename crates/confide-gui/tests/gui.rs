@@ -628,3 +628,49 @@ fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
     harness.state_mut().shut_down();
     runtime.block_on(bob.close());
 }
+
+#[test]
+fn older_messages_load_on_request() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dir.path(), "bob"));
+    let lobby = runtime.block_on(bob.rooms()).unwrap()[0].id;
+    // More than the first page the window loads.
+    for i in 0..120 {
+        runtime
+            .block_on(bob.send_text(Target::Room(lobby), &format!("number {i:03}")))
+            .unwrap();
+    }
+    // Taken from the stream, so the next login does not replay them.
+    let mut last = String::new();
+    while last != "number 119" {
+        last = runtime.block_on(text_from(&mut bob_events, lobby, "bob")).0;
+    }
+    runtime.block_on(bob.close());
+
+    // Bob opens the app on the same profile (the server is pinned there already).
+    let mut harness = app_for(dir.path(), &server.address(), "bob");
+    submit(&mut harness, "bob password", "Log in");
+    wait_until(&mut harness, "the chat screen", |h| {
+        h.state().is_connected()
+    });
+    wait_until(&mut harness, "the newest messages", |h| {
+        has_label(h, "number 119")
+    });
+    assert!(!has_label(&harness, "number 000"));
+    wait_until(&mut harness, "the button", |h| {
+        h.query_by_label("Load older messages").is_some()
+    });
+    harness
+        .get_by_label("Load older messages")
+        .click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the oldest messages", |h| {
+        has_label(h, "number 000")
+    });
+    wait_until(&mut harness, "the button to go", |h| {
+        h.query_by_label("Load older messages").is_none()
+    });
+    harness.state_mut().shut_down();
+}
