@@ -59,6 +59,21 @@ fn has_label(harness: &App<'_>, text: &str) -> bool {
     harness.query_all_by_label_contains(text).next().is_some()
 }
 
+/// Types `text` into the message input (focusing it first).
+fn type_message(harness: &mut App<'_>, text: &str) {
+    harness.get_by_label("Message").focus();
+    harness.step();
+    harness.get_by_label("Message").type_text(text);
+    harness.step();
+}
+
+/// Types `text` into the message input and presses Enter.
+fn send_message(harness: &mut App<'_>, text: &str) {
+    type_message(harness, text);
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+}
+
 /// Types the password and presses a button of the start screen.
 fn submit(harness: &mut App<'_>, password: &str, button: &str) {
     harness.get_by_label("Password").focus();
@@ -143,10 +158,7 @@ fn first_contact_asks_to_trust_then_chats_with_emoji_shortcodes() {
     assert!(has_label(&harness, "end-to-end encrypted (MLS)"));
 
     // Alice answers with a shortcode, which becomes the emoji as she types; Enter sends.
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text("hello :smile:");
-    harness.step();
+    type_message(&mut harness, "hello :smile:");
     harness.step();
     assert_eq!(
         harness.get_by_label("Message").value().as_deref(),
@@ -298,12 +310,7 @@ fn a_private_conversation_with_the_emoji_picker_and_verification() {
     });
     let recent = std::fs::read_to_string(dirs.0.path().join("recent-emoji.json")).unwrap();
     assert!(recent.contains("🎉"));
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text(" for you");
-    harness.step();
-    harness.key_press(egui::Key::Enter);
-    harness.step();
+    send_message(&mut harness, " for you");
     let direct = harness
         .state()
         .chat()
@@ -444,12 +451,7 @@ fn reactions_edits_replies_and_deletions_travel_both_ways() {
     wait_until(&mut harness, "the reply banner", |h| {
         has_label(h, "Replying to bob: lunch at noon?")
     });
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text("yes!");
-    harness.step();
-    harness.key_press(egui::Key::Enter);
-    harness.step();
+    send_message(&mut harness, "yes!");
     let (to, text, yes) = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
         match (payload(entry), &entry.content) {
             (
@@ -558,10 +560,7 @@ fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
     register_in_app(&mut harness);
     let lobby = lobby(&harness);
 
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text("first line");
-    harness.step();
+    type_message(&mut harness, "first line");
     harness.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
     harness.step();
     harness.get_by_label("Message").type_text("second line");
@@ -578,12 +577,7 @@ fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
     let _ = id;
 
     // Edit an own message from its menu: the input takes the text, Enter sends the edit.
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text("see you tmorrow");
-    harness.step();
-    harness.key_press(egui::Key::Enter);
-    harness.step();
+    send_message(&mut harness, "see you tmorrow");
     let id = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
         match &entry.content {
             confide_client::Content::Message { envelope, .. }
@@ -609,12 +603,7 @@ fn shift_enter_makes_a_new_line_and_an_own_message_can_be_edited() {
         harness.get_by_label("Message").value().as_deref(),
         Some("see you tmorrow")
     );
-    harness.get_by_label("Message").focus();
-    harness.step();
-    harness.get_by_label("Message").type_text("!");
-    harness.step();
-    harness.key_press(egui::Key::Enter);
-    harness.step();
+    send_message(&mut harness, "!");
     let edit = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
         match payload(entry) {
             Some(Payload::Edit { target, text }) => Some((*target, text.clone())),
