@@ -8,7 +8,8 @@ set -euo pipefail
 # snapshot tests render with wgpu on Mesa's software Vulkan driver (lavapipe); its smoke
 # test runs the release binary on a virtual display (Xvfb) and takes a screenshot.
 packages=(gcc pkg-config fonts-noto-color-emoji mesa-vulkan-drivers libvulkan1
-  xvfb xauth x11-utils imagemagick)
+  xvfb xauth x11-utils imagemagick
+  libasound2-dev libopus-dev espeak-ng sox opus-tools)
 
 missing=()
 for package in "${packages[@]}"; do

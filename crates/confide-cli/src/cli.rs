@@ -68,6 +68,40 @@ pub enum Command {
     /// Show the safety number and emoji you share with a user, to compare with them in
     /// person or over a channel you trust, and record that they matched.
     Verify(VerifyArgs),
+    /// Send a file, end-to-end encrypted (an interrupted upload of the same file to the
+    /// same place resumes).
+    SendFile(SendFileArgs),
+    /// Download, decrypt and check a file or voice message someone sent (an
+    /// interrupted download resumes).
+    GetFile(GetFileArgs),
+    /// Send a voice message from a WAV file (encoded to Opus) or an Ogg Opus file.
+    SendVoice(SendFileArgs),
+}
+
+/// `send-file` and `send-voice`.
+#[derive(Debug, Args)]
+pub struct SendFileArgs {
+    /// Where to send.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The file.
+    #[arg(value_name = "PATH")]
+    pub path: std::path::PathBuf,
+}
+
+/// `get-file`.
+#[derive(Debug, Args)]
+pub struct GetFileArgs {
+    /// The message's id (shown by `history` and `listen`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Where to save it: a file name, or a directory to save it in under the sender's
+    /// name for it (made safe). Default: the current directory.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<std::path::PathBuf>,
+    /// Replace the destination if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `verify`.

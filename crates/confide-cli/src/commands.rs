@@ -7,6 +7,7 @@
 
 mod account;
 mod chat;
+mod files;
 mod history;
 mod keys;
 mod listen;
@@ -61,6 +62,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::chat(&context, args).await,
         Command::Keygen(args) => keys::keygen(&args),
         Command::Verify(args) => keys::verify(&context, args).await,
+        Command::SendFile(args) => files::send_file(&context, args).await,
+        Command::GetFile(args) => files::get_file(&context, args).await,
+        Command::SendVoice(args) => files::send_voice(&context, args).await,
     }
 }
 

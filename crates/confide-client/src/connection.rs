@@ -548,6 +548,20 @@ impl Actor {
                 });
                 false
             }
+            Event::Voice {
+                room,
+                sender,
+                device,
+                body,
+            } => {
+                let _ = self.events.send(Upstream::Voice {
+                    room,
+                    sender,
+                    device,
+                    body,
+                });
+                false
+            }
         }
     }
 

@@ -239,8 +239,16 @@ pub fn summary(content: &Content) -> String {
             }
             Payload::Typing { .. } => "(typing)".to_owned(),
             Payload::Receipt { .. } => "(receipt)".to_owned(),
-            Payload::File(_) => "(a file)".to_owned(),
-            Payload::Voice(_) => "(a voice message)".to_owned(),
+            Payload::File(file) => format!(
+                "[file] {} ({}, {})",
+                crate::transfer::safe_file_name(&file.name),
+                crate::transfer::human_size(file.size),
+                file.mime
+            ),
+            Payload::Voice(voice) => {
+                let seconds = voice.duration_ms.div_ceil(1000);
+                format!("[voice message {}:{:02}]", seconds / 60, seconds % 60)
+            }
         },
         Content::Unreadable(reason) => format!("[{reason}]"),
         Content::Member { user, change } => format!("{user} {change:?}"),

@@ -135,6 +135,9 @@ pub enum ClientError {
     /// End-to-end encryption failed (keys, local history, a group operation).
     #[error(transparent)]
     E2e(Box<crate::secure::E2eError>),
+    /// A file transfer failed on this side (reading, writing, checking the file).
+    #[error(transparent)]
+    Transfer(Box<crate::transfer::TransferError>),
 }
 
 impl ClientError {

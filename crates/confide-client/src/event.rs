@@ -74,6 +74,16 @@ pub enum ClientEvent {
         /// Typing now, or stopped.
         active: bool,
     },
+    /// Live voice from someone in a room whose speaker this client switched on
+    /// ([`crate::ClientHandle::listen`]): decrypted Opus packets, in order per speaker.
+    Voice {
+        /// The room.
+        room: RoomId,
+        /// Who is speaking.
+        user: UserName,
+        /// The packets and when the sender captured them.
+        frame: confide_crypto::voice::VoiceFrame,
+    },
     /// Something the user may want to know that is not an error (for example that
     /// entries were skipped because the server no longer has them).
     Warning(String),

@@ -146,6 +146,34 @@ impl ClientHandle {
         &self.inner.profile
     }
 
+    /// Switches this client's speaker for a room's live voice on or off: only while it
+    /// is on does the server relay voice here ([`crate::ClientEvent::Voice`]).
+    ///
+    /// # Errors
+    /// As [`ClientHandle::request`]; `NotMember`.
+    pub async fn listen(&self, room: RoomId, on: bool) -> Result<(), ClientError> {
+        self.request(Request::Listen { room, on }).await.map(|_| ())
+    }
+
+    /// Sends one frame of live voice (Opus packets) to the room's listeners, sealed
+    /// under a key exported from the room's current MLS epoch.
+    ///
+    /// # Errors
+    /// If this device is not in the room's group yet, or the server refuses.
+    pub async fn send_live_voice(
+        &self,
+        room: RoomId,
+        frame: confide_crypto::voice::VoiceFrame,
+    ) -> Result<(), ClientError> {
+        self.secure(|reply| SecureCommand::SendVoice { room, frame, reply })
+            .await
+    }
+
+    /// The end-to-end layer's command queue.
+    pub(crate) fn secure_sender(&self) -> &mpsc::Sender<SecureCommand> {
+        &self.inner.secure
+    }
+
     /// Sends any request and returns the server's reply. The typed methods below are
     /// easier; this is for tests and for requests they do not cover.
     ///

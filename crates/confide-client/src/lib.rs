@@ -50,6 +50,7 @@ pub mod model;
 pub mod profile;
 pub mod secure;
 pub mod sequencer;
+pub mod transfer;
 
 pub use address::{AddressError, ServerAddress};
 pub use backoff::Backoff;
@@ -66,3 +67,7 @@ pub use profile::{Profile, ProfileError, Session};
 pub use secure::group::KEY_PACKAGE_STOCK;
 pub use secure::{E2eError, Verification};
 pub use sequencer::RoomCursors;
+pub use transfer::{
+    Attachment, Progress, SentFile, TransferError, TransferProgress, human_size, mime_for,
+    no_progress, safe_file_name,
+};

@@ -18,6 +18,7 @@
 pub mod group;
 pub mod live;
 pub mod store;
+mod voice;
 
 use crate::connection::Command;
 use crate::entry::{Content, Entry, Protection, Unreadable};
@@ -52,6 +53,13 @@ pub(crate) enum Upstream {
     IdentityChanged(UserName),
     /// An ephemeral message (a typing notice) relayed without being stored.
     Ephemeral {
+        room: RoomId,
+        sender: UserName,
+        device: Option<DeviceId>,
+        body: Vec<u8>,
+    },
+    /// Live voice from a member, for a connection that listens.
+    Voice {
         room: RoomId,
         sender: UserName,
         device: Option<DeviceId>,
@@ -107,10 +115,35 @@ pub(crate) enum SecureCommand {
         room: RoomId,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// Sends a live voice frame (answered with the server's acknowledgement).
+    SendVoice {
+        room: RoomId,
+        frame: confide_crypto::voice::VoiceFrame,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    /// Reads, writes or forgets the record of an upload in progress.
+    Upload {
+        /// Names the file and room.
+        digest: [u8; 32],
+        /// What to do.
+        op: UploadOp,
+        reply: oneshot::Sender<Result<Option<store::UploadRecord>, ClientError>>,
+    },
     /// Answered once the device's keys are published (or publishing failed).
     Published {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+}
+
+/// What [`SecureCommand::Upload`] does with an upload record.
+#[derive(Debug)]
+pub(crate) enum UploadOp {
+    /// Answers the record, if any.
+    Find,
+    /// Stores this record.
+    Save(store::UploadRecord),
+    /// Forgets the record.
+    Forget,
 }
 
 /// What `verify` shows about another user.
@@ -244,6 +277,8 @@ pub(crate) struct Secure {
     delivered_due: HashMap<RoomId, MessageId>,
     /// Per room, the message this user last said they read.
     read_sent: HashMap<RoomId, MessageId>,
+    /// Live voice keys and counters.
+    voice: voice::VoiceState,
 }
 
 /// What the task starts with.
@@ -296,6 +331,7 @@ impl Secure {
             departures: HashMap::new(),
             delivered_due: HashMap::new(),
             read_sent: HashMap::new(),
+            voice: voice::VoiceState::new(),
         })
     }
 
@@ -404,6 +440,22 @@ impl Secure {
                 Upstream::IdentityChanged(user) => {
                     if let Some(warning) = self.on_identity_changed(&user).await {
                         out.push(warning);
+                    }
+                }
+                Upstream::Voice {
+                    room,
+                    sender,
+                    device,
+                    body,
+                } => {
+                    let voice = live::EphemeralIn {
+                        room,
+                        sender,
+                        device,
+                        body,
+                    };
+                    if let Some(event) = self.on_voice(voice) {
+                        out.push(event);
                     }
                 }
                 Upstream::Ephemeral {
@@ -796,6 +848,19 @@ impl Secure {
             SecureCommand::SetRoomKey { room, key, reply } => {
                 let result = self.store.set_shared_key(room.0, &key).map_err(Into::into);
                 let _ = reply.send(result);
+            }
+            SecureCommand::SendVoice { room, frame, reply } => {
+                self.send_voice(room, &frame, reply);
+            }
+            SecureCommand::Upload { digest, op, reply } => {
+                let result = match op {
+                    UploadOp::Find => self.store.upload(&digest),
+                    UploadOp::Save(record) => {
+                        self.store.put_upload(&digest, &record).map(|()| None)
+                    }
+                    UploadOp::Forget => self.store.remove_upload(&digest).map(|()| None),
+                };
+                let _ = reply.send(result.map_err(Into::into));
             }
         }
     }

@@ -238,6 +238,20 @@ impl MessageId {
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// Parses the 32 hex digits the id shows as (either case); `None` otherwise.
+    #[must_use]
+    pub fn from_hex(text: &str) -> Option<MessageId> {
+        let text = text.trim();
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (slot, index) in bytes.iter_mut().zip((0..32).step_by(2)) {
+            *slot = u8::from_str_radix(text.get(index..index + 2)?, 16).ok()?;
+        }
+        Some(MessageId(bytes))
+    }
 }
 
 impl fmt::Display for MessageId {
@@ -732,6 +746,19 @@ mod tests {
             format!("{id:?}"),
             "MessageId(000102030405060708090a0b0c0d0eff)"
         );
+    }
+
+    #[test]
+    fn message_ids_parse_from_what_they_show() {
+        let id = MessageId::from_bytes([0x3c; 16]);
+        assert_eq!(MessageId::from_hex(&id.to_string()), Some(id));
+        assert_eq!(
+            MessageId::from_hex(&id.to_string().to_uppercase()),
+            Some(id)
+        );
+        assert_eq!(MessageId::from_hex("3c3c"), None);
+        assert_eq!(MessageId::from_hex(&"+1".repeat(16)), None);
+        assert_eq!(MessageId::from_hex(&"é".repeat(16)), None);
     }
 
     fn any_message_id() -> impl Strategy<Value = MessageId> {

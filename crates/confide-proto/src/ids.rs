@@ -62,6 +62,68 @@ impl fmt::Display for Seq {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MessageNonce(pub [u8; 16]);
 
+/// The server's id for an uploaded blob (an encrypted file): 16 random bytes chosen by
+/// the server, shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlobId(pub [u8; 16]);
+
+impl BlobId {
+    /// The id as 32 lowercase hex digits.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(32);
+        for byte in self.0 {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out
+    }
+
+    /// Parses 32 hex digits (either case).
+    ///
+    /// # Errors
+    /// If `text` is not exactly 32 hex digits.
+    pub fn from_hex(text: &str) -> Result<BlobId, BlobIdError> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 32 {
+            return Err(BlobIdError);
+        }
+        let mut out = [0u8; 16];
+        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let high = hex_digit(pair[0]).ok_or(BlobIdError)?;
+            let low = hex_digit(pair[1]).ok_or(BlobIdError)?;
+            *slot = (high << 4) | low;
+        }
+        Ok(BlobId(out))
+    }
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Text that is not a [`BlobId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a blob id is 32 hex digits")]
+pub struct BlobIdError;
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobId({})", self.to_hex())
+    }
+}
+
 /// A bearer token that resumes a logged-in session without the password.
 ///
 /// It is a secret: its `Debug` output is redacted and its bytes are wiped on drop.
@@ -96,6 +158,17 @@ impl Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_ids_round_trip_through_hex() {
+        let id = BlobId([0xab; 16]);
+        assert_eq!(id.to_hex(), "ab".repeat(16));
+        assert_eq!(BlobId::from_hex(&id.to_hex()), Ok(id));
+        assert_eq!(BlobId::from_hex(&"AB".repeat(16)), Ok(id));
+        assert_eq!(BlobId::from_hex("ab"), Err(BlobIdError));
+        assert_eq!(BlobId::from_hex(&"zz".repeat(16)), Err(BlobIdError));
+        assert_eq!(BlobId::from_hex(&"é".repeat(16)), Err(BlobIdError));
+    }
 
     #[test]
     fn session_token_debug_is_redacted() {

@@ -32,9 +32,13 @@ pub use frame::{EncodeError, MAX_FRAME_LEN, decode_value};
 pub use handshake::{
     ClientHello, HelloRejected, PROTOCOL_VERSION, ServerHello, ServerHelloResult, check_hello,
 };
-pub use ids::{MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp, UserId};
+pub use ids::{
+    BlobId, BlobIdError, MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp,
+    UserId,
+};
 pub use message::{
-    ClientFrame, EntryKind, ErrorCode, Event, LogEntry, MemberChange, MemberInfo, Membership,
-    ProtoError, Reply, Request, RoomInfo, RoomKind, ServerFrame, SyncCursor, Target,
+    BLOB_CHUNK_OVERHEAD, BlobInfo, ClientFrame, EntryKind, ErrorCode, Event, LogEntry,
+    MemberChange, MemberInfo, Membership, ProtoError, Reply, Request, RoomInfo, RoomKind,
+    ServerFrame, SyncCursor, Target, blob_chunks,
 };
 pub use names::{NameError, RoomName, UserName};

@@ -12,7 +12,9 @@ use crate::e2e::{
     ClaimedKeyPackage, DeviceId, Epoch, IdentityBundle, PendingWelcome, RoomEncryption, WelcomeId,
     WelcomeOut,
 };
-use crate::ids::{MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp, UserId};
+use crate::ids::{
+    BlobId, MessageNonce, Password, RequestId, RoomId, Seq, SessionToken, Timestamp, UserId,
+};
 use crate::names::{RoomName, UserName};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -251,12 +253,67 @@ pub enum Request {
         /// The other user's name.
         user: String,
     },
+    /// Start an upload: reserve a blob for an encrypted file of `size` bytes (as
+    /// uploaded, that is ciphertext) in chunks of `chunk_size` bytes, the last one
+    /// possibly shorter. Refused with [`ErrorCode::FileTooLarge`] before any byte is sent
+    /// if the file is over the server's limit. Replies [`Reply::Blob`].
+    CreateBlob {
+        /// The room whose members may download it.
+        room: RoomId,
+        /// Total bytes to upload.
+        size: u64,
+        /// Bytes per chunk.
+        chunk_size: u32,
+    },
+    /// How much of a blob the server holds, to resume an upload. Replies [`Reply::Blob`].
+    BlobStatus {
+        /// The blob.
+        blob: BlobId,
+    },
+    /// Store the next chunk of a blob being uploaded (uploader only). `index` must be the
+    /// number of chunks the server holds; a chunk it already holds is acknowledged again
+    /// without being stored twice. The blob is complete, durable and downloadable once
+    /// its last chunk is stored. Replies [`Reply::Blob`].
+    PutChunk {
+        /// The blob.
+        blob: BlobId,
+        /// The chunk's position, from 0.
+        index: u32,
+        /// Exactly `chunk_size` bytes, or the remainder for the last chunk.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// One chunk of a complete blob, for a member of its room. Replies [`Reply::Chunk`].
+    GetChunk {
+        /// The blob.
+        blob: BlobId,
+        /// The chunk's position, from 0.
+        index: u32,
+    },
+    /// Turn this connection's speaker on or off for a room's live voice: only listening
+    /// connections receive [`Event::Voice`]. Off when a connection starts. Replies
+    /// [`Reply::Ok`].
+    Listen {
+        /// The room.
+        room: RoomId,
+        /// Whether to receive live voice.
+        on: bool,
+    },
+    /// Relay live voice (end-to-end encrypted audio frames) to the room's listening
+    /// connections, other than the sender's own. Never stored. Replies [`Reply::Ok`].
+    SendVoice {
+        /// The room.
+        room: RoomId,
+        /// Opaque to the server.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 impl Request {
     /// How many request variants this version knows; a discriminant at or above it is an
     /// unknown request type (from a newer client) rather than a malformed frame.
-    pub const KNOWN_VARIANTS: u32 = 29;
+    pub const KNOWN_VARIANTS: u32 = 35;
 
     /// A short name for logs (never includes any field value).
     #[must_use]
@@ -291,6 +348,12 @@ impl Request {
             Request::AckWelcome { .. } => "ack_welcome",
             Request::SendEphemeral { .. } => "send_ephemeral",
             Request::OpenDirect { .. } => "open_direct",
+            Request::CreateBlob { .. } => "create_blob",
+            Request::BlobStatus { .. } => "blob_status",
+            Request::PutChunk { .. } => "put_chunk",
+            Request::GetChunk { .. } => "get_chunk",
+            Request::Listen { .. } => "listen",
+            Request::SendVoice { .. } => "send_voice",
         }
     }
 }
@@ -403,6 +466,58 @@ pub enum Reply {
     },
     /// Welcomes waiting for the device, oldest first.
     Welcomes(Vec<PendingWelcome>),
+    /// A blob's size and how much of it the server holds.
+    Blob(BlobInfo),
+    /// One chunk of a blob.
+    Chunk {
+        /// The blob.
+        blob: BlobId,
+        /// The chunk's position, from 0.
+        index: u32,
+        /// The chunk's bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// An uploaded or uploading blob, as the server sees it: opaque encrypted bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// Its id.
+    pub blob: BlobId,
+    /// The room whose members may download it.
+    pub room: RoomId,
+    /// Total bytes.
+    pub size: u64,
+    /// Bytes per chunk (the last chunk may be shorter).
+    pub chunk_size: u32,
+    /// Chunks the server holds, all from the start: the next chunk to upload.
+    pub received: u32,
+    /// Whether every chunk is stored (durably) and the blob can be downloaded.
+    pub complete: bool,
+}
+
+impl BlobInfo {
+    /// How many chunks the blob has (at least one: an empty upload is one empty chunk).
+    #[must_use]
+    pub fn chunks(&self) -> u32 {
+        blob_chunks(self.size, self.chunk_size)
+    }
+}
+
+/// Bytes each uploaded chunk of a blob adds to the file's plaintext: the 16-byte
+/// ChaCha20-Poly1305 tag of the chunk's end-to-end encryption.
+pub const BLOB_CHUNK_OVERHEAD: u32 = 16;
+
+/// How many chunks of `chunk_size` bytes make `size` bytes: at least one, and `u32::MAX`
+/// if `chunk_size` is 0 or the count does not fit.
+#[must_use]
+pub fn blob_chunks(size: u64, chunk_size: u32) -> u32 {
+    if chunk_size == 0 {
+        return u32::MAX;
+    }
+    let count = size.div_ceil(u64::from(chunk_size)).max(1);
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 /// What kind of room this is.
@@ -598,6 +713,18 @@ pub enum Event {
         /// The user.
         user: UserName,
     },
+    /// Live voice from a member, to a connection that listens in the room.
+    Voice {
+        /// The room.
+        room: RoomId,
+        /// Who is speaking.
+        sender: UserName,
+        /// Their device, when known.
+        device: Option<DeviceId>,
+        /// Opaque to the server.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 /// A failed request, or a connection-level error.
@@ -688,6 +815,10 @@ pub enum ErrorCode {
     NoKeyPackages,
     /// No such pending Welcome.
     NoSuchWelcome,
+    /// A file is larger than the server accepts, or the account's storage is full.
+    FileTooLarge,
+    /// No such blob, or not one the caller may read or write.
+    NoSuchBlob,
 }
 
 impl fmt::Display for ErrorCode {
@@ -725,6 +856,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::InvalidHandshake => "invalid handshake message",
             ErrorCode::NoKeyPackages => "no key packages",
             ErrorCode::NoSuchWelcome => "no such welcome",
+            ErrorCode::FileTooLarge => "file too large",
+            ErrorCode::NoSuchBlob => "no such blob",
         };
         f.write_str(text)
     }

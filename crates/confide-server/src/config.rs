@@ -76,7 +76,36 @@ pub struct Limits {
     pub key_package_claim_burst: u32,
     /// One-time KeyPackages the server holds per device at most.
     pub key_packages_per_device: u32,
+    /// Largest file accepted for upload, in bytes of plaintext: a blob's size less the
+    /// 16-byte tag of each of its chunks.
+    pub max_file_bytes: u64,
+    /// Bytes of blobs (as uploaded, complete or not) one account may store in total.
+    pub blob_quota_bytes: u64,
+    /// Hours after which an upload that is still incomplete is deleted (at start and
+    /// then every hour); 0 keeps incomplete uploads forever.
+    pub incomplete_blob_hours: u64,
+    /// Chunk uploads and downloads (`PutChunk`, `GetChunk`) per second one connection
+    /// may make, sustained. They have their own allowance so that file transfers are
+    /// not held to the rate of other requests.
+    pub chunk_requests_per_second: f64,
+    /// Chunk uploads and downloads in a burst.
+    pub chunk_request_burst: f64,
+    /// Live voice frames (`SendVoice`) per second one connection may send, sustained.
+    pub voice_frames_per_second: f64,
+    /// Live voice frames in a burst.
+    pub voice_frame_burst: f64,
 }
+
+/// The smallest blob chunk accepted, in bytes.
+pub const MIN_CHUNK_BYTES: u32 = 1024;
+
+/// The largest blob chunk accepted, in bytes: a `PutChunk` frame or a `Reply::Chunk`
+/// frame carrying it stays under the 1 MiB frame limit.
+pub const MAX_CHUNK_BYTES: u32 = (1 << 20) - CHUNK_FRAME_HEADROOM;
+
+/// Bytes kept free in a frame beside a chunk's data, for the request or reply around
+/// it (about 40 bytes are needed).
+pub const CHUNK_FRAME_HEADROOM: u32 = 4096;
 
 /// Argon2id cost parameters (see the argon2 crate).
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +154,13 @@ impl Default for Limits {
             key_package_claims_per_minute: 60,
             key_package_claim_burst: 20,
             key_packages_per_device: 200,
+            max_file_bytes: 100 * 1024 * 1024,
+            blob_quota_bytes: 10 * 1024 * 1024 * 1024,
+            incomplete_blob_hours: 24,
+            chunk_requests_per_second: 4000.0,
+            chunk_request_burst: 4000.0,
+            voice_frames_per_second: 100.0,
+            voice_frame_burst: 200.0,
         }
     }
 }
@@ -158,6 +194,22 @@ impl Limits {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }
+
+    /// The chunk sizes accepted for blobs: from [`MIN_CHUNK_BYTES`] to
+    /// [`MAX_CHUNK_BYTES`], or less if `max_frame_bytes` is set so low that a larger
+    /// chunk would not fit in a frame.
+    #[must_use]
+    pub fn chunk_bytes(&self) -> std::ops::RangeInclusive<u32> {
+        let fits = self.max_frame_bytes.saturating_sub(CHUNK_FRAME_HEADROOM);
+        MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES.min(fits)
+    }
+
+    /// How long an incomplete upload is kept, or `None` for ever.
+    #[must_use]
+    pub fn incomplete_blob_age(&self) -> Option<Duration> {
+        (self.incomplete_blob_hours > 0)
+            .then(|| Duration::from_secs(self.incomplete_blob_hours.saturating_mul(3600)))
+    }
 }
 
 impl Config {
@@ -186,6 +238,25 @@ mod tests {
         assert_eq!(config.limits.messages_per_second, 5.0);
         assert_eq!(config.limits.max_frame_bytes, 1 << 20);
         assert_eq!(config.argon2.iterations, 2);
+    }
+
+    #[test]
+    fn blob_limits_have_defaults_and_can_be_set() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_file_bytes, 104_857_600);
+        assert_eq!(limits.blob_quota_bytes, 10 << 30);
+        assert_eq!(
+            limits.incomplete_blob_age(),
+            Some(Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(limits.chunk_bytes(), 1024..=(1 << 20) - 4096);
+        let config: Config = toml::from_str(
+            "[limits]\nmax_file_bytes = 4096\nincomplete_blob_hours = 0\nmax_frame_bytes = 65536\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_file_bytes, 4096);
+        assert_eq!(config.limits.incomplete_blob_age(), None);
+        assert_eq!(config.limits.chunk_bytes(), 1024..=65536 - 4096);
     }
 
     #[test]

@@ -26,8 +26,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+mod blobs;
 mod delivery;
 mod requests;
+mod voice;
 
 /// Bytes gathered into one write at most.
 const MAX_COALESCE: usize = 256 * 1024;
@@ -66,6 +68,9 @@ pub struct Connection {
     /// The device this connection said it belongs to (`SetDevice`).
     device: Option<DeviceId>,
     inflight: Arc<Semaphore>,
+    /// Downloaded chunks queued but not yet written to the socket (see
+    /// `connection::blobs`).
+    unsent_chunks: Arc<Semaphore>,
     close_after_reply: bool,
 }
 
@@ -125,6 +130,7 @@ pub async fn serve(
         let write_task = tokio::spawn(write_loop(writer, queue, kill.clone()).in_current_span());
         let mut connection = Connection {
             inflight: Arc::new(Semaphore::new(shared.config.limits.max_inflight_sends.max(1))),
+            unsent_chunks: Arc::new(Semaphore::new(blobs::MAX_UNSENT_CHUNKS)),
             shared: Arc::clone(&shared),
             conn,
             peer,
@@ -295,6 +301,19 @@ impl Connection {
             TokenBucket::new(limits.requests_per_second, limits.request_burst, started);
         let mut messages =
             TokenBucket::new(limits.messages_per_second, limits.message_burst, started);
+        // File chunks and live voice have allowances of their own: a 100 MiB file is
+        // hundreds of chunks and a call a steady stream of frames, which should neither
+        // be held to the pace of other requests nor use up their allowance.
+        let mut chunks = TokenBucket::new(
+            limits.chunk_requests_per_second,
+            limits.chunk_request_burst,
+            started,
+        );
+        let mut voice = TokenBucket::new(
+            limits.voice_frames_per_second,
+            limits.voice_frame_burst,
+            started,
+        );
         let mut violations = 0u32;
         let mut last_frame = tokio::time::Instant::now();
         loop {
@@ -331,16 +350,20 @@ impl Connection {
                     }
                 };
                 let now = Instant::now();
-                // Ephemeral messages count as messages: they reach as many people.
-                let is_send = matches!(
-                    frame.request,
-                    Request::Send { .. } | Request::SendEphemeral { .. }
-                );
                 let account_ok = || match &self.user {
                     Some(user) => self.shared.account_rates.take(user.id, now),
                     None => true,
                 };
-                if !requests.take(now) || (is_send && (!messages.take(now) || !account_ok())) {
+                let allowed = match frame.request {
+                    Request::PutChunk { .. } | Request::GetChunk { .. } => chunks.take(now),
+                    Request::SendVoice { .. } => voice.take(now),
+                    // Ephemeral messages count as messages: they reach as many people.
+                    Request::Send { .. } | Request::SendEphemeral { .. } => {
+                        requests.take(now) && messages.take(now) && account_ok()
+                    }
+                    _ => requests.take(now),
+                };
+                if !allowed {
                     violations += 1;
                     if violations > limits.max_rate_violations {
                         return End::Fatal(ProtoError::new(

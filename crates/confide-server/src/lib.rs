@@ -1,11 +1,14 @@
 //! The Confide server: a TLS listener, one task per connection, an actor per room, a
-//! persister that commits batches durably, and a store behind a trait.
+//! persister that commits batches durably, and stores behind traits (messages and
+//! accounts in SQLite, uploaded files as files).
 //!
-//! It routes message bodies as opaque bytes and never logs them. Entry point:
-//! [`start`] (or [`run`]) with a bound listener, a [`Config`] and a shutdown token.
+//! It routes message bodies, files and live voice as opaque bytes and never logs them.
+//! Entry point: [`start`] (or [`run`]) with a bound listener, a [`Config`] and a
+//! shutdown token.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod accounts;
+pub mod blobs;
 pub mod config;
 pub mod connection;
 pub mod eventlog;
@@ -21,6 +24,7 @@ pub mod tls;
 pub use config::Config;
 
 use anyhow::Context as _;
+use blobs::BlobStore;
 use room::RoomContext;
 use state::Shared;
 use std::net::SocketAddr;
@@ -81,6 +85,17 @@ pub async fn start(
     );
     let (events, event_writer) = eventlog::EventLog::open(&config.data_dir.join(EVENT_LOG_FILE))
         .context("cannot open the event log")?;
+    let blob_dir = config.data_dir.join(blobs::BLOB_DIR);
+    let blob_store: Arc<dyn BlobStore> = tokio::task::spawn_blocking(move || {
+        blobs::FsBlobStore::open(&blob_dir).map(|store| Arc::new(store) as Arc<dyn BlobStore>)
+    })
+    .await
+    .context("cannot open the blob store")?
+    .context("cannot open the blob store")?;
+    let blob_max_age = config.limits.incomplete_blob_age();
+    if let Some(max_age) = blob_max_age {
+        blobs::expire(&blob_store, max_age, &events).await;
+    }
     let (persister, persist_thread) =
         persist::start(Arc::clone(&store)).context("cannot start the persister")?;
     let last_welcome = {
@@ -103,6 +118,7 @@ pub async fn start(
         Shared::new(
             config,
             Arc::clone(&store),
+            Arc::clone(&blob_store),
             context,
             events.clone(),
             room_tracker.clone(),
@@ -112,6 +128,14 @@ pub async fn start(
     let local_addr = listener.local_addr()?;
     events.record("start", &[("listen", &local_addr)]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+    let blob_expiry = blob_max_age.map(|max_age| {
+        tokio::spawn(blobs::expire_periodically(
+            blob_store,
+            max_age,
+            events.clone(),
+            shutdown.child_token(),
+        ))
+    });
     let task = tokio::spawn(async move {
         let connections = TaskTracker::new();
         loop {
@@ -148,6 +172,11 @@ pub async fn start(
         room_shutdown.cancel();
         room_tracker.close();
         room_tracker.wait().await;
+        if let Some(task) = blob_expiry
+            && task.await.is_err()
+        {
+            tracing::error!("the blob expiry task panicked");
+        }
         events.record("stop", &[]);
         // Dropping the last handles lets the persister drain its queue and exit.
         drop(shared);

@@ -3,7 +3,8 @@
 //! Everyone who delivers to a connection (its own request handling, room actors, the
 //! persister) pushes without waiting. A full queue means the client does not read fast
 //! enough: the connection is cancelled at once and the client resyncs when it returns,
-//! so one slow receiver never delays anyone else.
+//! so one slow receiver never delays anyone else. Frames that may be lost (live voice)
+//! are offered instead, and dropped when the queue is filling up.
 
 use bytes::{Bytes, BytesMut};
 use confide_proto::{ServerFrame, UserId, encode_frame};
@@ -89,6 +90,18 @@ impl Outbound {
         }
     }
 
+    /// Queues a frame that may be lost (live voice): it is dropped, and the connection
+    /// kept, when the queue is more than half full. Lossy frames so never take the room
+    /// that frames which must arrive need, and a listener who falls behind misses some
+    /// audio instead of being disconnected. Returns whether the frame was queued.
+    pub fn offer(&self, frame: Bytes) -> bool {
+        let queued = self.tx.max_capacity().saturating_sub(self.tx.capacity());
+        if queued >= self.tx.max_capacity().div_ceil(2) {
+            return false;
+        }
+        self.tx.try_send(frame).is_ok()
+    }
+
     /// Encodes and queues one frame.
     pub fn send(&self, frame: &ServerFrame) -> bool {
         match encode(frame) {
@@ -120,5 +133,27 @@ pub fn encode(frame: &ServerFrame) -> Option<Bytes> {
             tracing::error!(cause = %err, "cannot encode an outgoing frame");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_frames_are_dropped_when_the_queue_is_half_full() {
+        let kill = CancellationToken::new();
+        let (out, mut queue) = Outbound::new(1, 4, kill.clone());
+        assert!(out.offer(Bytes::from_static(b"a")));
+        assert!(out.offer(Bytes::from_static(b"b")));
+        // Half full: lossy frames stop, frames that must arrive still fit.
+        assert!(!out.offer(Bytes::from_static(b"c")));
+        assert!(out.push(Bytes::from_static(b"d")));
+        assert!(!kill.is_cancelled());
+        assert_eq!(queue.try_recv().unwrap(), "a");
+        assert!(!out.offer(Bytes::from_static(b"e")));
+        assert_eq!(queue.try_recv().unwrap(), "b");
+        assert!(out.offer(Bytes::from_static(b"f")));
+        assert!(!kill.is_cancelled() && !out.was_too_slow());
     }
 }

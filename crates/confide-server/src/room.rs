@@ -10,10 +10,15 @@
 //! are accepted only for the current epoch (compare and swap, see `room::group`), so the
 //! first valid commit of an epoch wins. It verifies commits against a public copy of the
 //! group (no key) and never decrypts anything.
+//!
+//! It also relays live voice to the connections that listen in the room
+//! (`room::voice`), without storing or reading it.
 
 mod group;
+mod voice;
 
 pub use group::{CommitRequest, Ephemeral, ResolvedWelcome};
+pub use voice::Voice;
 
 use crate::outbound::{ConnId, Outbound, encode};
 use crate::persist::{Ack, Job, Notice, PersistHandle};
@@ -106,6 +111,8 @@ enum Command {
     GroupInfo(UserId, ReplyTx),
     Ephemeral(Ephemeral, oneshot::Sender<Result<(), ProtoError>>),
     Online(oneshot::Sender<Arc<[Outbound]>>),
+    Listen(Outbound, bool, oneshot::Sender<Result<(), ProtoError>>),
+    Voice(Voice, oneshot::Sender<Result<(), ProtoError>>),
 }
 
 /// Where a room sends the reply to a request it answers once stored.
@@ -269,6 +276,32 @@ impl RoomHandle {
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
+
+    /// Turns live voice on or off for a member's connection (`out.user` is the member).
+    ///
+    /// # Errors
+    /// `NotMember` for a user who is not in the room.
+    pub async fn listen(&self, out: Outbound, on: bool) -> Result<(), ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Listen(out, on, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Relays live voice to the connections listening in the room, without storing it.
+    ///
+    /// # Errors
+    /// `NotMember` for a user who is not in the room.
+    pub async fn voice(&self, voice: Voice) -> Result<(), ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Voice(voice, reply))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
 }
 
 /// What every room actor shares.
@@ -301,6 +334,8 @@ struct RoomActor {
     banned: HashSet<UserId>,
     subscribers: HashMap<UserId, Vec<Outbound>>,
     recipients: Option<Arc<[Outbound]>>,
+    /// Connections that receive live voice (`room::voice`), by connection.
+    listeners: HashMap<ConnId, Outbound>,
     nonces: HashMap<(UserId, MessageNonce), (Seq, Timestamp)>,
     nonce_order: VecDeque<(UserId, MessageNonce)>,
     /// The MLS group as far as this actor has accepted commits (possibly ahead of the
@@ -347,6 +382,7 @@ pub async fn spawn(
         banned: HashSet::new(),
         subscribers: HashMap::new(),
         recipients: None,
+        listeners: HashMap::new(),
         nonces: HashMap::new(),
         nonce_order: VecDeque::new(),
         group: None,
@@ -442,6 +478,8 @@ impl RoomActor {
         let members = &self.members;
         self.subscribers
             .retain(|user, _| members.contains_key(user));
+        self.listeners
+            .retain(|_, out| members.contains_key(&out.user));
         self.recipients = None;
     }
 
@@ -519,6 +557,12 @@ impl RoomActor {
             }
             Command::Online(reply) => {
                 let _ = reply.send(self.recipients());
+            }
+            Command::Listen(out, on, reply) => {
+                let _ = reply.send(self.listen(out, on));
+            }
+            Command::Voice(voice, reply) => {
+                let _ = reply.send(self.voice(voice));
             }
         }
     }
@@ -890,6 +934,7 @@ impl RoomActor {
         if self.subscribers.remove(&subject.id).is_some() {
             self.recipients = None;
         }
+        self.stop_listening_user(subject.id);
         Job {
             write: Some(Write::Append(append)),
             recipients,
@@ -919,6 +964,7 @@ impl RoomActor {
     }
 
     fn unsubscribe(&mut self, user: UserId, conn: ConnId) {
+        self.listeners.remove(&conn);
         let Some(list) = self.subscribers.get_mut(&user) else {
             return;
         };

@@ -1,7 +1,8 @@
-//! What every connection task shares: configuration, the store, the room registry,
-//! who is online, and the account helpers.
+//! What every connection task shares: configuration, the store, the blob store, the
+//! room registry, who is online, and the account helpers.
 
 use crate::accounts::{LoginLimiter, PasswordHasher};
+use crate::blobs::BlobStore;
 use crate::config::Config;
 use crate::eventlog::EventLog;
 use crate::room::{self, Action, Person, RoomContext, RoomHandle};
@@ -19,6 +20,8 @@ pub struct Shared {
     pub config: Config,
     /// Persistent state.
     pub store: Arc<dyn Store>,
+    /// Uploaded files.
+    pub blobs: Arc<dyn BlobStore>,
     /// Who is online.
     pub sessions: Arc<Sessions>,
     /// Room actors.
@@ -141,6 +144,7 @@ impl Shared {
     pub async fn new(
         config: Config,
         store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
         context: RoomContext,
         events: EventLog,
         tracker: TaskTracker,
@@ -196,6 +200,7 @@ impl Shared {
         Ok(Shared {
             config,
             store,
+            blobs,
             sessions: context.sessions,
             rooms,
             hasher,

@@ -40,13 +40,23 @@ where
         let time = local(entry.timestamp, &self.tz).format("%H:%M:%S");
         let prefix = self.prefix(directory, entry);
         match &entry.content {
-            Content::Message { protection, .. } => {
+            Content::Message {
+                protection,
+                envelope,
+            } => {
                 let mark = match protection {
                     Protection::SharedKey => format!("{SHARED_KEY_MARK} "),
                     Protection::Mls => String::new(),
                 };
+                let fetch = match envelope.body {
+                    confide_crypto::payload::Payload::File(_)
+                    | confide_crypto::payload::Payload::Voice(_) => {
+                        format!(" (confide get-file {})", envelope.id)
+                    }
+                    _ => String::new(),
+                };
                 format!(
-                    "{prefix}[{time}] {mark}{}: {}",
+                    "{prefix}[{time}] {mark}{}: {}{fetch}",
                     entry.sender,
                     sanitize(&confide_client::summary(&entry.content))
                 )

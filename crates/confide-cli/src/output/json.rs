@@ -46,6 +46,41 @@ struct Message<'a> {
     message_id: String,
     /// What kind of message: `"text"`, `"reply"`, `"reaction"`...
     payload: &'static str,
+    /// For a file or voice message, what it is (fetch it with `get-file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<FileInfo>,
+}
+
+/// A file or voice message's description.
+#[derive(Serialize)]
+struct FileInfo {
+    /// The sender's name for it, made safe to save under.
+    name: String,
+    /// Bytes.
+    size: u64,
+    /// MIME type, as the sender stated it.
+    mime: String,
+    /// SHA-256 of the contents, hex.
+    sha256: String,
+    /// For a voice message, its length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u32>,
+}
+
+fn file_info(body: &confide_crypto::payload::Payload) -> Option<FileInfo> {
+    use confide_crypto::payload::Payload;
+    let (file, duration_ms) = match body {
+        Payload::File(file) => (file, None),
+        Payload::Voice(voice) => (&voice.file, Some(voice.duration_ms)),
+        _ => return None,
+    };
+    Some(FileInfo {
+        name: confide_client::safe_file_name(&file.name),
+        size: file.size,
+        mime: file.mime.clone(),
+        sha256: file.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        duration_ms,
+    })
 }
 
 /// A message this device cannot show.
@@ -196,6 +231,7 @@ pub fn entry(directory: &RoomDirectory, entry: &Entry, live: bool) -> String {
             },
             message_id: envelope.id.to_string(),
             payload: envelope.body.kind(),
+            file: file_info(&envelope.body),
         }),
         Content::Unreadable(reason) => to_line(&Unreadable {
             head: message_head("unreadable"),

@@ -226,6 +226,8 @@ pub(crate) fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Committed { .. } => "committed",
         Reply::GroupInfo { .. } => "group_info",
         Reply::Welcomes(_) => "welcomes",
+        Reply::Blob(_) => "blob",
+        Reply::Chunk { .. } => "chunk",
     }
 }
 

@@ -59,6 +59,29 @@ struct Outgoing {
     envelope: Envelope,
 }
 
+/// An upload in progress: enough to resume it after the client was stopped. Holds the
+/// file's key, so it is kept sealed like everything else here.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// The room the file goes to.
+    pub room: u64,
+    /// The server's blob.
+    pub blob: confide_proto::BlobId,
+    /// The file's key.
+    pub key: confide_crypto::payload::FileKey,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+}
+
+impl std::fmt::Debug for UploadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadRecord")
+            .field("room", &self.room)
+            .field("blob", &self.blob)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The open database.
 pub struct LocalStore {
     db: Connection,
@@ -79,6 +102,10 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
+    digest BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
     digest BLOB PRIMARY KEY,
     sealed BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -206,6 +233,47 @@ impl LocalStore {
     pub fn remove_outgoing(&self, digest: &[u8; 32]) -> Result<(), StoreError> {
         self.db.execute(
             "DELETE FROM outbox WHERE digest = ?1",
+            params![digest.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// Remembers an upload in progress under `digest` (which names the file and room).
+    ///
+    /// # Errors
+    /// On SQLite failure.
+    pub fn put_upload(&self, digest: &[u8; 32], record: &UploadRecord) -> Result<(), StoreError> {
+        let sealed = self.seal(record)?;
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads (digest, sealed) VALUES (?1, ?2)",
+            params![digest.as_slice(), sealed],
+        )?;
+        Ok(())
+    }
+
+    /// The upload in progress under `digest`, if any.
+    ///
+    /// # Errors
+    /// On SQLite failure or a record that does not open.
+    pub fn upload(&self, digest: &[u8; 32]) -> Result<Option<UploadRecord>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .db
+            .query_row(
+                "SELECT sealed FROM uploads WHERE digest = ?1",
+                params![digest.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        sealed.map(|sealed| self.open_sealed(&sealed)).transpose()
+    }
+
+    /// Forgets an upload (finished, or abandoned).
+    ///
+    /// # Errors
+    /// On SQLite failure.
+    pub fn remove_upload(&self, digest: &[u8; 32]) -> Result<(), StoreError> {
+        self.db.execute(
+            "DELETE FROM uploads WHERE digest = ?1",
             params![digest.as_slice()],
         )?;
         Ok(())

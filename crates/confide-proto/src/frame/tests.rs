@@ -110,9 +110,10 @@ fn unknown_request_type_keeps_its_id() {
 
 #[test]
 fn the_last_request_variant_matches_known_variants() {
-    // OpenDirect is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
-    let bytes = postcard::to_allocvec(&Request::OpenDirect {
-        user: String::new(),
+    // SendVoice is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
+    let bytes = postcard::to_allocvec(&Request::SendVoice {
+        room: RoomId(1),
+        body: Vec::new(),
     })
     .unwrap();
     assert_eq!(u32::from(bytes[0]), Request::KNOWN_VARIANTS - 1);

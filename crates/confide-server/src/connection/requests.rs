@@ -70,6 +70,11 @@ impl Connection {
                     Err(err) => Err(err),
                 }
             }
+            // Queued by the handler, with the chunk's share of the download window.
+            Request::GetChunk { blob, index } => match self.get_chunk(id, blob, index).await {
+                Ok(()) => return,
+                Err(err) => Err(err),
+            },
             request => self.dispatch(request).await,
         };
         self.out.send(&ServerFrame::Response { id, result });
@@ -216,13 +221,24 @@ impl Connection {
             Request::AckWelcome { id, device } => self.ack_welcome(&user, id, device).await,
             Request::SendEphemeral { room, body } => self.send_ephemeral(&user, room, body).await,
             Request::OpenDirect { user: name } => self.open_direct(&user, name).await,
+            Request::CreateBlob {
+                room,
+                size,
+                chunk_size,
+            } => self.create_blob(&user, room, size, chunk_size).await,
+            Request::BlobStatus { blob } => self.blob_status(&user, blob).await,
+            Request::PutChunk { blob, index, data } => {
+                self.put_chunk(&user, blob, index, data).await
+            }
+            Request::Listen { room, on } => self.listen(room, on).await,
+            Request::SendVoice { room, body } => self.send_voice(&user, room, body).await,
             Request::Register { .. } | Request::Login { .. } | Request::Resume { .. } => {
                 Err(error(
                     ErrorCode::AlreadyLoggedIn,
                     "this connection is already logged in",
                 ))
             }
-            Request::Ping | Request::Send { .. } => {
+            Request::Ping | Request::Send { .. } | Request::GetChunk { .. } => {
                 Err(internal(&"request routed to the wrong handler"))
             }
         }

@@ -1,0 +1,269 @@
+//! Files and voice messages through the `confide` binary, as a script would use them:
+//! `send-file`, `get-file` and `send-voice`, with speech synthesized by espeak-ng.
+
+use confide_testkit::ServerProcess;
+use confide_testkit::process::workspace_binary;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn confide(profile: &Path, password: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(workspace_binary("confide").unwrap());
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("CONFIDE_HOME")
+        .env("RUST_LOG", "warn");
+    match password {
+        Some(password) => command.env("CONFIDE_PASSWORD", password),
+        None => command.env_remove("CONFIDE_PASSWORD"),
+    };
+    command.output().unwrap()
+}
+
+fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Asserts exit code 1 with one line on stderr, and returns it.
+fn fails(output: Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(text.lines().count(), 1, "one line on stderr: {text}");
+    text.trim_end().to_owned()
+}
+
+/// Alice and Bob registered on a fresh server.
+struct Two {
+    _server: ServerProcess,
+    _data: tempfile::TempDir,
+    alice: tempfile::TempDir,
+    bob: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+fn two() -> Two {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path()).unwrap();
+    let addr = server.addr.to_string();
+    let alice = tempfile::tempdir().unwrap();
+    let bob = tempfile::tempdir().unwrap();
+    for (profile, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(confide(
+            profile.path(),
+            Some(&format!("{name} password")),
+            &["register", "--server", &addr, "--user", name],
+        ));
+    }
+    Two {
+        _server: server,
+        _data: data,
+        alice,
+        bob,
+        work: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// The file and voice messages of Bob's conversation with Alice, as JSON.
+fn bobs_files(two: &Two) -> Vec<Value> {
+    let out = ok(confide(
+        two.bob.path(),
+        None,
+        &["--json", "history", "--to", "alice"],
+    ));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|v| v["file"].is_object())
+        .collect()
+}
+
+#[test]
+fn send_file_and_get_file_through_the_binary() {
+    let two = two();
+    let original: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let path = two.work.path().join("photo.png");
+    std::fs::write(&path, &original).unwrap();
+    let sent = ok(confide(
+        two.alice.path(),
+        None,
+        &["send-file", "--to", "bob", path.to_str().unwrap()],
+    ));
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("sent photo.png"));
+
+    let files = bobs_files(&two);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert_eq!(file["file"]["name"], "photo.png");
+    assert_eq!(file["file"]["size"], 700_000);
+    assert_eq!(file["file"]["mime"], "image/png");
+    let id = file["message_id"].as_str().unwrap().to_owned();
+
+    // Into a directory: saved under the sender's name for it.
+    let downloads = two.work.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let got = ok(confide(
+        two.bob.path(),
+        None,
+        &["get-file", &id, "--out", downloads.to_str().unwrap()],
+    ));
+    assert!(String::from_utf8_lossy(&got.stdout).contains("saved photo.png"));
+    assert_eq!(
+        std::fs::read(downloads.join("photo.png")).unwrap(),
+        original
+    );
+
+    // Not over an existing file, unless asked.
+    let line = fails(confide(
+        two.bob.path(),
+        None,
+        &["get-file", &id, "--out", downloads.to_str().unwrap()],
+    ));
+    assert!(line.contains("already exists"), "{line}");
+    ok(confide(
+        two.bob.path(),
+        None,
+        &[
+            "get-file",
+            &id,
+            "--out",
+            downloads.to_str().unwrap(),
+            "--force",
+        ],
+    ));
+
+    // Bad ids and missing files get one clear line.
+    let line = fails(confide(two.bob.path(), None, &["get-file", "nothex"]));
+    assert!(line.contains("not a message id"), "{line}");
+    let line = fails(confide(
+        two.bob.path(),
+        None,
+        &["get-file", &"0".repeat(32)],
+    ));
+    assert!(line.contains("no file or voice message"), "{line}");
+    let line = fails(confide(
+        two.alice.path(),
+        None,
+        &["send-file", "--to", "bob", "/definitely/not/here.txt"],
+    ));
+    assert!(line.contains("cannot read"), "{line}");
+}
+
+/// Whether a program is on PATH; on CI (where the setup script installs it) its
+/// absence fails the test instead of skipping it.
+fn have(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is missing on CI: scripts/setup.sh should install it"
+        );
+        eprintln!("SKIPPED: {program} is not installed (run scripts/setup.sh)");
+    }
+    found
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+}
+
+/// Speech from espeak-ng, made 48 kHz mono by sox.
+fn speech(dir: &Path, text: &str) -> PathBuf {
+    let raw = dir.join("espeak.wav");
+    let wav = dir.join("speech.wav");
+    run("espeak-ng", &["-w", raw.to_str().unwrap(), text]);
+    run(
+        "sox",
+        &[
+            raw.to_str().unwrap(),
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            wav.to_str().unwrap(),
+        ],
+    );
+    wav
+}
+
+#[test]
+fn a_spoken_voice_message_arrives_and_sounds_like_the_original() {
+    if !have("espeak-ng") || !have("sox") {
+        return;
+    }
+    let two = two();
+    let wav = speech(
+        two.work.path(),
+        "Confide keeps voice messages end to end encrypted. Nobody else can listen.",
+    );
+    let original = confide_audio::read_wav_file(&wav).unwrap();
+    ok(confide(
+        two.alice.path(),
+        None,
+        &["send-voice", "--to", "bob", wav.to_str().unwrap()],
+    ));
+
+    let files = bobs_files(&two);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let voice = &files[0];
+    assert_eq!(voice["payload"], "voice");
+    assert_eq!(voice["file"]["mime"], "audio/ogg");
+    let duration = voice["file"]["duration_ms"].as_u64().unwrap();
+    let expected = original.duration_ms();
+    assert!(
+        duration.abs_diff(expected) <= 40,
+        "{duration} ms vs {expected} ms"
+    );
+    let id = voice["message_id"].as_str().unwrap();
+    let out = two.work.path().join("received.ogg");
+    ok(confide(
+        two.bob.path(),
+        None,
+        &["get-file", id, "--out", out.to_str().unwrap()],
+    ));
+    let decoded = confide_audio::decode_ogg_opus(&std::fs::read(&out).unwrap()).unwrap();
+    let similarity = confide_audio::correlation(original.samples(), decoded.samples(), 4800);
+    eprintln!("voice message correlation with the original: {similarity:.3}");
+    assert!(similarity > 0.8, "correlation {similarity}");
+
+    // An Ogg Opus file made by opusenc goes out as it is.
+    if have("opusenc") {
+        let ogg = two.work.path().join("speech.ogg");
+        run(
+            "opusenc",
+            &["--quiet", wav.to_str().unwrap(), ogg.to_str().unwrap()],
+        );
+        ok(confide(
+            two.alice.path(),
+            None,
+            &["send-voice", "--to", "bob", ogg.to_str().unwrap()],
+        ));
+        assert_eq!(bobs_files(&two).len(), 2);
+    }
+
+    // Anything else is refused with one line.
+    let text = two.work.path().join("notes.txt");
+    std::fs::write(&text, "not audio").unwrap();
+    let line = fails(confide(
+        two.alice.path(),
+        None,
+        &["send-voice", "--to", "bob", text.to_str().unwrap()],
+    ));
+    assert!(line.contains("not a WAV or Ogg Opus file"), "{line}");
+}
