@@ -175,6 +175,33 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     Err(last.map_or_else(|| anyhow::anyhow!("cannot bind {addr}"), Into::into))
 }
 
+/// A real client of user `name` (password `"{name} password"`) with its profile in
+/// `profile`, registering the account or logging in (a new profile is a new device),
+/// syncing, with its device keys published.
+pub async fn connect_user(
+    addr: SocketAddr,
+    profile: &Path,
+    name: &str,
+    register: bool,
+) -> Result<(confide_client::ClientHandle, confide_client::EventStream)> {
+    let username = confide_proto::UserName::parse(name)?;
+    let password = confide_proto::Password(format!("{name} password"));
+    let auth = if register {
+        confide_client::Auth::Register { username, password }
+    } else {
+        confide_client::Auth::Login { username, password }
+    };
+    let config = confide_client::ClientConfig::new(
+        addr.to_string().parse()?,
+        confide_client::Profile::open(profile)?,
+        auth,
+    )
+    .sync(true);
+    let (client, events) = confide_client::Client::connect(config).await?;
+    client.keys_published().await?;
+    Ok((client, events))
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

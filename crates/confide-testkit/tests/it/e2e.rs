@@ -8,28 +8,20 @@ use confide_client::{
 };
 use confide_crypto::payload::{Envelope, MessageId, Payload};
 use confide_crypto::shared_key::SharedKey;
-use confide_proto::{Password, Reply, Request, RoomId, Target, UserName};
+use confide_proto::{Reply, Request, RoomId, Target, UserName};
 use confide_testkit::process::ServerProcess;
 use confide_testkit::raw::{RawClient, random_nonce};
-use confide_testkit::{TIMEOUT, TestServer, files_under};
+use confide_testkit::{TIMEOUT, TestServer, connect_user, files_under};
 use std::net::SocketAddr;
 use std::path::Path;
 
 async fn register_at(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
-    let auth = Auth::Register {
-        username: UserName::parse(name).unwrap(),
-        password: Password(format!("{name} password")),
-    };
-    connect_at(addr, profile, auth).await
+    connect_user(addr, profile, name, true).await.unwrap()
 }
 
 /// Logs in with the password `register_at` chose (from a new profile: a new device).
 async fn login_at(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
-    let auth = Auth::Login {
-        username: UserName::parse(name).unwrap(),
-        password: Password(format!("{name} password")),
-    };
-    connect_at(addr, profile, auth).await
+    connect_user(addr, profile, name, false).await.unwrap()
 }
 
 async fn connect_at(addr: SocketAddr, profile: &Path, auth: Auth) -> (ClientHandle, EventStream) {

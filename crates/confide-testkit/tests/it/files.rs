@@ -3,12 +3,12 @@
 //! connection or a stopped client, and what the server's disk holds.
 
 use confide_client::{
-    Auth, Client, ClientConfig, ClientError, ClientEvent, ClientHandle, Content, EventStream,
-    Profile, Progress, TransferError, TransferProgress, no_progress,
+    ClientError, ClientEvent, ClientHandle, Content, EventStream, Progress, TransferError,
+    TransferProgress, no_progress,
 };
 use confide_crypto::payload::{FilePointer, Payload};
-use confide_proto::{ErrorCode, Password, RoomId, Target, UserName};
-use confide_testkit::{TIMEOUT, TestServer, files_under};
+use confide_proto::{ErrorCode, RoomId, Target, UserName};
+use confide_testkit::{TIMEOUT, TestServer, connect_user, files_under};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,22 +23,7 @@ async fn connect(
     name: &str,
     register: bool,
 ) -> (ClientHandle, EventStream) {
-    let username = UserName::parse(name).unwrap();
-    let password = Password(format!("{name} password"));
-    let auth = if register {
-        Auth::Register { username, password }
-    } else {
-        Auth::Login { username, password }
-    };
-    let config = ClientConfig::new(
-        addr.to_string().parse().unwrap(),
-        Profile::open(profile).unwrap(),
-        auth,
-    )
-    .sync(true);
-    let (client, events) = Client::connect(config).await.unwrap();
-    client.keys_published().await.unwrap();
-    (client, events)
+    connect_user(addr, profile, name, register).await.unwrap()
 }
 
 /// Alice and Bob, with a private room both are in.
@@ -142,6 +127,18 @@ async fn wait_past(counter: &AtomicU64, at: u64) {
     .expect("the transfer did not get going");
 }
 
+/// Bob saves `pointer` as `name` in the files directory and finds `expected` in it.
+async fn bob_saves(pair: &Pair, pointer: &FilePointer, name: &str, expected: &[u8]) {
+    let out = pair.files.path().join(name);
+    let written = pair
+        .bob
+        .download_file(pointer, &out, false, no_progress())
+        .await
+        .unwrap();
+    assert_eq!(written, expected.len() as u64);
+    assert!(std::fs::read(&out).unwrap() == expected, "{name} differs");
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -195,12 +192,7 @@ async fn files_of_every_size_arrive_intact_in_a_room_and_a_direct_conversation()
         .unwrap();
     assert_eq!(sent.pointer.mime, "application/pdf");
     let pointer = next_file(&mut pair.bob_events, sent.room).await;
-    let out = pair.files.path().join("direct-copy.pdf");
-    pair.bob
-        .download_file(&pointer, &out, false, no_progress())
-        .await
-        .unwrap();
-    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    bob_saves(&pair, &pointer, "direct-copy.pdf", &bytes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,12 +210,7 @@ async fn the_server_never_holds_a_plaintext_byte_of_a_file() {
         .await
         .unwrap();
     let pointer = next_file(&mut pair.bob_events, pair.room).await;
-    let out = pair.files.path().join("copy.txt");
-    pair.bob
-        .download_file(&pointer, &out, false, no_progress())
-        .await
-        .unwrap();
-    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    bob_saves(&pair, &pointer, "copy.txt", &bytes).await;
 
     let files = files_under(server.data_dir());
     assert!(
@@ -297,12 +284,7 @@ async fn an_upload_survives_a_cut_connection_and_a_stopped_client() {
         .unwrap();
     assert_eq!(sent.pointer.size, 12 * MIB);
     let pointer = next_file(&mut pair.bob_events, pair.room).await;
-    let out = pair.files.path().join("long-copy.bin");
-    pair.bob
-        .download_file(&pointer, &out, false, no_progress())
-        .await
-        .unwrap();
-    assert!(std::fs::read(&out).unwrap() == bytes);
+    bob_saves(&pair, &pointer, "long-copy.bin", &bytes).await;
 
     // The client stops mid-upload; sending the same file again resumes where the
     // server's copy ends.
@@ -332,12 +314,7 @@ async fn an_upload_survives_a_cut_connection_and_a_stopped_client() {
         "resumed at {resumed_at}, not where it stopped"
     );
     let pointer = next_file(&mut pair.bob_events, pair.room).await;
-    let out = pair.files.path().join("second-copy.bin");
-    pair.bob
-        .download_file(&pointer, &out, false, no_progress())
-        .await
-        .unwrap();
-    assert!(std::fs::read(&out).unwrap() == other);
+    bob_saves(&pair, &pointer, "second-copy.bin", &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,12 +443,7 @@ async fn a_file_of_exactly_the_default_limit_goes_through() {
         .await
         .unwrap();
     let pointer = next_file(&mut pair.bob_events, pair.room).await;
-    let out = pair.files.path().join("limit-copy.bin");
-    pair.bob
-        .download_file(&pointer, &out, false, no_progress())
-        .await
-        .unwrap();
-    assert!(std::fs::read(&out).unwrap() == bytes);
+    bob_saves(&pair, &pointer, "limit-copy.bin", &bytes).await;
     let over = write_file(pair.files.path(), "over.bin", &content(limit + 1, 12));
     let err = pair
         .alice

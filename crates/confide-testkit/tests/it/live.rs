@@ -3,27 +3,16 @@
 //! decoded by the listener; capture-to-decode latency is measured and printed.
 
 use confide_audio::{FRAME_SAMPLES, LiveDecoder, LiveEncoder, SAMPLE_RATE, correlation};
-use confide_client::{Auth, Client, ClientConfig, ClientEvent, ClientHandle, EventStream, Profile};
+use confide_client::{ClientEvent, ClientHandle, EventStream};
 use confide_crypto::voice::VoiceFrame;
-use confide_proto::{ErrorCode, Password, RoomId, RoomName, Target, UserName};
-use confide_testkit::{TIMEOUT, TestServer};
+use confide_proto::{ErrorCode, RoomId, RoomName, Target, UserName};
+use confide_testkit::{TIMEOUT, TestServer, connect_user};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 async fn register(addr: SocketAddr, profile: &Path, name: &str) -> (ClientHandle, EventStream) {
-    let config = ClientConfig::new(
-        addr.to_string().parse().unwrap(),
-        Profile::open(profile).unwrap(),
-        Auth::Register {
-            username: UserName::parse(name).unwrap(),
-            password: Password(format!("{name} password")),
-        },
-    )
-    .sync(true);
-    let (client, events) = Client::connect(config).await.unwrap();
-    client.keys_published().await.unwrap();
-    (client, events)
+    connect_user(addr, profile, name, true).await.unwrap()
 }
 
 fn now_ms() -> u64 {
