@@ -336,6 +336,20 @@ fn part_path(out: &Path, blob: BlobId) -> PathBuf {
     out.with_file_name(format!(".{name}.{}.part", &hex[..12]))
 }
 
+/// Whether a transfer error is the server's final word (no point in trying again).
+fn is_final(err: &ClientError) -> bool {
+    matches!(
+        err.code(),
+        Some(
+            ErrorCode::NoSuchBlob
+                | ErrorCode::NotMember
+                | ErrorCode::NoSuchRoom
+                | ErrorCode::FileTooLarge
+                | ErrorCode::InvalidSession
+        )
+    ) || matches!(err, ClientError::Closed | ClientError::Transfer(_))
+}
+
 fn blob_info(reply: Reply) -> Result<BlobInfo, ClientError> {
     match reply {
         Reply::Blob(info) => Ok(info),
@@ -629,18 +643,19 @@ impl ClientHandle {
                 Ok(done) => info = done,
                 Err(ClientError::Transfer(err)) => return Err(ClientError::Transfer(err)),
                 Err(err) => {
-                    if err.code() == Some(ErrorCode::NoSuchBlob)
-                        || err.code() == Some(ErrorCode::NotMember)
-                    {
+                    if is_final(&err) {
                         return Err(err);
                     }
                     tracing::debug!(error = %err, "upload interrupted; resuming");
                     last_error = err.to_string();
                     tokio::time::sleep(ROUND_PAUSE).await;
-                    info = blob_info(
-                        self.request(Request::BlobStatus { blob: info.blob })
-                            .await?,
-                    )?;
+                    // Where the server's copy ends; if even that fails, the round
+                    // counts as stalled and the next one asks again.
+                    match self.request(Request::BlobStatus { blob: info.blob }).await {
+                        Ok(reply) => info = blob_info(reply)?,
+                        Err(err) if is_final(&err) => return Err(err),
+                        Err(err) => last_error = err.to_string(),
+                    }
                 }
             }
             if info.received <= before && !info.complete {
@@ -873,14 +888,7 @@ impl ClientHandle {
                     }
                     return Err(ClientError::Transfer(err));
                 }
-                Err(err)
-                    if matches!(
-                        err.code(),
-                        Some(ErrorCode::NoSuchBlob | ErrorCode::NotMember | ErrorCode::NoSuchRoom)
-                    ) =>
-                {
-                    return Err(err);
-                }
+                Err(err) if is_final(&err) => return Err(err),
                 Err(err) => {
                     tracing::debug!(error = %err, "download interrupted; resuming");
                     if next <= before {
