@@ -36,7 +36,9 @@ mod typing;
 
 pub use presence::{MemberState, Presence};
 pub use room_list::{RoomList, RoomSummary};
-pub use timeline::{DEFAULT_CAPACITY, LineKind, Reaction, Receipt, Row, Timeline, TimelineLine};
+pub use timeline::{
+    DEFAULT_CAPACITY, LineKind, Media, Reaction, Receipt, Row, Timeline, TimelineLine,
+};
 pub use typing::{TYPING_SHOWN_FOR, Typing};
 
 #[cfg(test)]

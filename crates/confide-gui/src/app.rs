@@ -2,6 +2,7 @@
 //! connected, then the chat screen. Each frame first takes what the client core
 //! delivered (see [`crate::bridge`]), then draws.
 
+use crate::audio::{Audio, AudioUpdate};
 use crate::bridge::Bridge;
 use crate::chat::{ChatScreen, Outcome};
 use crate::start::{Connected, StartScreen};
@@ -27,6 +28,8 @@ pub enum Update {
     Event(ClientEvent),
     /// The answer to a request of the chat screen.
     Outcome(Outcome),
+    /// News from the audio thread.
+    Audio(AudioUpdate),
 }
 
 /// Which screen is up.
@@ -38,6 +41,7 @@ enum Screen {
 /// The desktop app.
 pub struct ConfideApp {
     bridge: Bridge<Update>,
+    audio: Audio,
     profile_dir: PathBuf,
     screen: Screen,
     fonts_installed: bool,
@@ -51,9 +55,11 @@ impl ConfideApp {
     /// If the runtime for the client core cannot start.
     pub fn new(profile_dir: PathBuf) -> std::io::Result<ConfideApp> {
         let bridge = Bridge::new()?;
-        let start = StartScreen::new(profile_dir.clone());
+        let audio = Audio::start(bridge.delivery());
+        let start = StartScreen::new(profile_dir.clone(), audio.clone());
         Ok(ConfideApp {
             bridge,
+            audio,
             profile_dir,
             screen: Screen::Start(Box::new(start)),
             fonts_installed: false,
@@ -80,7 +86,10 @@ impl ConfideApp {
                 if chat.show(ui, &self.bridge) {
                     let chat = std::mem::replace(
                         &mut self.screen,
-                        Screen::Start(Box::new(StartScreen::new(self.profile_dir.clone()))),
+                        Screen::Start(Box::new(StartScreen::new(
+                            self.profile_dir.clone(),
+                            self.audio.clone(),
+                        ))),
                     );
                     if let Screen::Chat(chat) = chat {
                         chat.disconnect(&self.bridge);
@@ -98,12 +107,14 @@ impl ConfideApp {
             (Screen::Start(start), Update::Connected(result)) => match *result {
                 Ok(connected) => {
                     start.remember(&connected);
-                    self.screen = Screen::Chat(Box::new(ChatScreen::new(connected)));
+                    self.screen =
+                        Screen::Chat(Box::new(ChatScreen::new(connected, self.audio.clone())));
                 }
                 Err(err) => start.on_failed(&err),
             },
             (Screen::Chat(chat), Update::Event(event)) => chat.on_event(event),
             (Screen::Chat(chat), Update::Outcome(outcome)) => chat.on_outcome(outcome),
+            (Screen::Chat(chat), Update::Audio(update)) => chat.on_audio(update, &self.bridge),
             // Late answers for a screen that is gone.
             _ => {}
         }

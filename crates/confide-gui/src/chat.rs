@@ -2,16 +2,26 @@
 //! middle (timestamps, names, day separators, join and leave notices, who is typing),
 //! the room's people on the right (click one for a private conversation), the input at
 //! the bottom (Enter sends, Shift+Enter makes a new line, `:shortcode:` becomes emoji),
-//! and a top bar with the connection's state and a Disconnect button.
+//! and a top bar with the connection's state and a Disconnect button. Files (the file
+//! button, or dropped on the window) and voice messages are sent from beside the input
+//! and shown in the conversation ([`files`], [`media`], [`voice`]); each room has live
+//! voice toggles under its title.
 //!
 //! The screen keeps the client core's view models and forwards everything the user
 //! does to the [`ClientHandle`]; answers come back as [`Outcome`]s.
 
+mod files;
+mod media;
+mod voice;
+
 use crate::app::Update;
+use crate::audio::Audio;
 use crate::bridge::Bridge;
+use crate::browser::FileBrowser;
 use crate::emoji;
 use crate::picker::EmojiPicker;
 use crate::start::Connected;
+use crate::transfers::Transfers;
 use chrono::{Local, NaiveDate, TimeZone as _};
 use confide_client::model::{
     LineKind, Presence, Receipt, RoomList, Row, Timeline, TimelineLine, Typing,
@@ -23,7 +33,9 @@ use confide_crypto::payload::MessageId;
 use confide_proto::{
     MemberInfo, RoomEncryption, RoomId, RoomInfo, RoomName, Target, Timestamp, UserName,
 };
+use media::{MediaAction, MediaView};
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Entries fetched when a room is opened.
@@ -63,6 +75,8 @@ enum LineAction {
     Delete {
         target: MessageId,
     },
+    /// Save a file, or play or stop a voice message.
+    Media(MediaAction),
 }
 
 /// What the input is for besides a new message.
@@ -112,6 +126,20 @@ pub enum Outcome {
     },
     /// Something without an answer finished; the text says what.
     Done(Result<String, String>),
+    /// An upload or download finished: what to say, or why it failed.
+    Transfer {
+        /// The transfer's id in the transfers area.
+        id: u64,
+        /// The outcome, for people.
+        result: Result<String, String>,
+    },
+    /// A voice message was fetched for playing.
+    VoiceFetched {
+        /// The message.
+        id: MessageId,
+        /// Its Ogg Opus bytes, or why they could not be fetched.
+        result: Result<Vec<u8>, String>,
+    },
 }
 
 /// A dialog over the conversation.
@@ -179,12 +207,24 @@ pub struct ChatScreen {
     place_cursor: Option<usize>,
     /// Per room, the newest message from others this user was shown (and said so).
     read_marked: std::collections::HashMap<RoomId, MessageId>,
+    /// Sound: recording, playing, live voice.
+    audio: Audio,
+    voice: voice::VoiceState,
+    /// Uploads and downloads.
+    transfers: Transfers,
+    /// The file browser, while choosing a file to send or where to save one.
+    browsing: Option<(FileBrowser, files::Browse)>,
+    /// A download waiting for permission to replace a file.
+    replacing: Option<(PathBuf, confide_crypto::payload::FilePointer)>,
+    /// The folder a file was last sent from.
+    last_folder: Option<PathBuf>,
 }
 
 impl ChatScreen {
-    /// The screen for a client that just logged in, in the lobby (or the first room).
+    /// The screen for a client that just logged in, in the lobby (or the first room),
+    /// with the app's audio thread.
     #[must_use]
-    pub fn new(connected: Connected) -> ChatScreen {
+    pub fn new(connected: Connected, audio: Audio) -> ChatScreen {
         let mut rooms = RoomList::new(connected.me.clone());
         rooms.replace(connected.rooms);
         let first = rooms
@@ -218,6 +258,12 @@ impl ChatScreen {
             place_cursor: None,
             loading_older: HashSet::new(),
             read_marked: std::collections::HashMap::new(),
+            audio,
+            voice: voice::VoiceState::default(),
+            transfers: Transfers::new(),
+            browsing: None,
+            replacing: None,
+            last_folder: None,
         }
     }
 
@@ -253,6 +299,7 @@ impl ChatScreen {
 
     /// Closes the connection in the background (the Disconnect button).
     pub fn disconnect(&self, bridge: &Bridge<Update>) {
+        self.audio.reset();
         let client = self.client.clone();
         bridge.spawn(async move {
             client.close().await;
@@ -272,6 +319,7 @@ impl ChatScreen {
                     self.syncing = true;
                     // Presence is not replayed: ask again for the rooms shown.
                     self.members_asked.clear();
+                    self.voice.reconnected();
                 }
                 self.connection = state;
             }
@@ -359,6 +407,8 @@ impl ChatScreen {
             Outcome::Done(result) => match result {
                 Ok(text) | Err(text) => self.status = Some(text),
             },
+            Outcome::Transfer { id, result } => self.transfers.finish(id, result),
+            Outcome::VoiceFetched { id, result } => self.on_voice_fetched(id, result),
             Outcome::Found(result) => match result {
                 Ok(entries) => {
                     if let Some(Dialog::Search { results, .. }) = &mut self.dialog {
@@ -418,6 +468,8 @@ impl ChatScreen {
                 .request_repaint_after(std::time::Duration::from_secs(1));
         }
         self.load_current(bridge);
+        self.relisten(bridge);
+        self.take_dropped_files(ui, bridge);
         let mut disconnect = false;
         egui::Panel::top("top bar").show(ui, |ui| {
             disconnect = self.top_bar(ui);
@@ -433,6 +485,8 @@ impl ChatScreen {
         egui::Panel::bottom("input").show(ui, |ui| self.input_area(ui, bridge));
         egui::CentralPanel::default().show(ui, |ui| self.conversation(ui, bridge, now));
         self.dialogs(ui, bridge);
+        self.browser_ui(ui.ctx(), bridge);
+        self.replace_ui(ui.ctx(), bridge);
         disconnect
     }
 
@@ -695,6 +749,9 @@ impl ChatScreen {
                 });
             }
         });
+        if room.is_joined() {
+            self.voice_bar(ui, room.id(), bridge);
+        }
         if room.is_invitation() {
             ui.label("You are invited to this room.");
             if ui.button("Accept the invitation").clicked()
@@ -711,6 +768,10 @@ impl ChatScreen {
         let mut load_older = false;
         let more = !self.timeline.is_complete(room.id()) && !self.timeline.is_full(room.id());
         let loading = self.loading_older.contains(&room.id());
+        let view = MediaView {
+            speaker: self.audio.speaker(),
+            playback: self.voice.playback.as_ref(),
+        };
         egui::ScrollArea::vertical()
             .stick_to_bottom(true)
             .auto_shrink([false, false])
@@ -733,7 +794,7 @@ impl ChatScreen {
                         }
                         Row::Line(line) => {
                             if let Some(asked) =
-                                line_ui(ui, line, &self.me, &self.timeline, room.id())
+                                line_ui(ui, line, &self.me, &self.timeline, room.id(), &view)
                             {
                                 action = Some(asked);
                             }
@@ -824,6 +885,7 @@ impl ChatScreen {
                 self.cursor = self.input.chars().count();
                 self.place_cursor = Some(self.cursor);
             }
+            LineAction::Media(action) => self.on_media_action(action, bridge),
             LineAction::Delete { target } => {
                 let client = self.client.clone();
                 bridge.spawn(async move {
@@ -839,6 +901,7 @@ impl ChatScreen {
     }
 
     fn input_area(&mut self, ui: &mut egui::Ui, bridge: &Bridge<Update>) {
+        self.transfers.show(ui);
         if let Some(status) = &self.status {
             ui.horizontal(|ui| {
                 ui.colored_label(ui.visuals().warn_fg_color, status.as_str());
@@ -876,6 +939,14 @@ impl ChatScreen {
             {
                 self.picker.open = !self.picker.open;
             }
+            if ui
+                .button("📎 File…")
+                .on_hover_text("Send a file (or drop files on the window)")
+                .clicked()
+            {
+                self.choose_file(room);
+            }
+            self.record_controls(ui, room);
         });
         if let Some(emoji) = self.picker.show(ui.ctx()) {
             picked = Some(emoji);
@@ -1220,6 +1291,7 @@ fn line_ui(
     me: &UserName,
     timeline: &Timeline,
     room: RoomId,
+    view: &MediaView<'_>,
 ) -> Option<LineAction> {
     let clock = local_time(line.timestamp).format("[%H:%M:%S]").to_string();
     let mut action = None;
@@ -1232,6 +1304,7 @@ fn line_ui(
             edited,
             deleted,
             reactions,
+            media,
             ..
         } => {
             if let Some(to) = reply_to {
@@ -1246,10 +1319,17 @@ fn line_ui(
                 ui.strong(format!("{}:", line.sender));
                 let body = if *deleted {
                     egui::RichText::new("message deleted").italics().weak()
+                } else if let Some(media) = media.as_deref() {
+                    egui::RichText::new(media::title(media)).strong()
                 } else {
                     egui::RichText::new(text.as_str())
                 };
                 let response = ui.add(egui::Label::new(body).sense(egui::Sense::click()));
+                if let Some(media) = media.as_deref()
+                    && let Some(asked) = media::details(ui, *id, media, view)
+                {
+                    action = Some(LineAction::Media(asked));
+                }
                 if *edited && !*deleted {
                     ui.weak("(edited)");
                 }
@@ -1285,7 +1365,7 @@ fn line_ui(
                             });
                             ui.close();
                         }
-                        if mine && ui.button("Edit").clicked() {
+                        if mine && media.is_none() && ui.button("Edit").clicked() {
                             action = Some(LineAction::Edit {
                                 target: *id,
                                 text: text.clone(),

@@ -6,12 +6,15 @@
 //! [`bridge::Bridge`], and their results are applied at the start of the next frame.
 
 pub mod app;
+pub mod audio;
 pub mod bridge;
+pub mod browser;
 pub mod chat;
 pub mod emoji;
 pub mod export;
 pub mod fonts;
 pub mod picker;
 pub mod start;
+pub mod transfers;
 
 pub use app::ConfideApp;

@@ -62,7 +62,9 @@ fn run() -> anyhow::Result<()> {
         viewport: egui::ViewportBuilder::default()
             .with_title("Confide")
             .with_inner_size([1000.0, 700.0])
-            .with_min_inner_size([600.0, 400.0]),
+            .with_min_inner_size([600.0, 400.0])
+            // Files dropped on the window are sent to the open conversation.
+            .with_drag_and_drop(true),
         ..Default::default()
     };
     eframe::run_native("Confide", options, Box::new(|_cc| Ok(Box::new(app))))

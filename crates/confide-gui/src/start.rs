@@ -6,9 +6,11 @@
 //! fingerprints. The last server and user are remembered in the profile.
 
 use crate::app::Update;
+use crate::audio::Audio;
 use crate::bridge::Bridge;
 use confide_client::{
-    Auth, Client, ClientConfig, ClientError, ClientHandle, Fingerprint, Profile, ServerAddress,
+    Auth, Client, ClientConfig, ClientError, ClientEvent, ClientHandle, Fingerprint, Profile,
+    ServerAddress,
 };
 use confide_proto::{Password, RoomInfo, UserName};
 use std::path::{Path, PathBuf};
@@ -69,12 +71,15 @@ pub struct StartScreen {
     register: bool,
     step: Step,
     error: Option<String>,
+    /// Where the connected client's live voice goes.
+    audio: Audio,
 }
 
 impl StartScreen {
-    /// The form, filled with what was remembered.
+    /// The form, filled with what was remembered; `audio` will play the live voice of
+    /// the client it connects.
     #[must_use]
-    pub fn new(profile_dir: PathBuf) -> StartScreen {
+    pub fn new(profile_dir: PathBuf, audio: Audio) -> StartScreen {
         let remembered = read_remembered(&profile_dir).unwrap_or_default();
         StartScreen {
             profile_dir,
@@ -88,6 +93,7 @@ impl StartScreen {
             register: false,
             step: Step::Form,
             error: None,
+            audio,
         }
     }
 
@@ -295,6 +301,7 @@ impl StartScreen {
             .fingerprint(fingerprint)
             .sync(true)
             .software(concat!("confide-gui ", env!("CARGO_PKG_VERSION")));
+        let audio = self.audio.clone();
         bridge.spawn_with(move |delivery| async move {
             let (client, mut events) = match Client::connect(config).await {
                 Ok(connected) => connected,
@@ -323,6 +330,12 @@ impl StartScreen {
                 return;
             }
             while let Some(event) = events.next().await {
+                // Live voice goes straight to the audio thread: fifty small frames a
+                // second per speaker, which the window need not wake up for.
+                if let ClientEvent::Voice { room, user, frame } = event {
+                    audio.heard(room, user, frame);
+                    continue;
+                }
                 if !delivery.send(Update::Event(event)) {
                     break;
                 }

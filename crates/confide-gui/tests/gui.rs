@@ -9,8 +9,9 @@ use confide_gui::ConfideApp;
 use confide_proto::{Password, RoomId, Target, UserName};
 use confide_testkit::{TIMEOUT, TestServer};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable as _;
-use std::path::Path;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type App<'a> = Harness<'a, ConfideApp>;
@@ -662,4 +663,595 @@ fn older_messages_load_on_request() {
         h.query_by_label("Load older messages").is_none()
     });
     harness.state_mut().shut_down();
+}
+
+/// A file dropped on the window, as the windowing layer hands it to egui.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|err| err.to_string())
+    }
+}
+
+/// Bytes that differ all along (so a misplaced chunk would show).
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// The next file `from` someone sends to `room`.
+async fn next_file(
+    events: &mut EventStream,
+    room: RoomId,
+    from: &str,
+) -> confide_crypto::payload::FilePointer {
+    next_entry(events, room, |entry| match payload(entry) {
+        Some(Payload::File(pointer)) if entry.sender.as_str() == from => Some(pointer.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Points the open file browser at `folder`.
+fn browse_to(harness: &mut App<'_>, folder: &Path) {
+    wait_until(harness, "the file browser", |h| {
+        h.query_by_label("Folder").is_some()
+    });
+    harness
+        .get_by_label("Folder")
+        .set_text_value_accesskit(&folder.display().to_string());
+    harness.step();
+    harness.get_by_label("Go").click_accesskit();
+    harness.step();
+}
+
+#[test]
+fn files_sent_with_the_file_button_and_by_drag_and_drop_reach_bob_intact() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A small limit, to see a refusal.
+    let server = runtime
+        .block_on(TestServer::start_with(|config| {
+            config.limits.max_file_bytes = 1024 * 1024;
+        }))
+        .unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir(files.path().join("photos")).unwrap();
+    let notes = pattern(300_000, 1);
+    std::fs::write(files.path().join("notes.txt"), &notes).unwrap();
+
+    // The file button opens the browser; pick the folder, then the file, then Send.
+    // (The bottom panel settles its height in the first frames.)
+    harness.run_steps(3);
+    harness.get_by_label("📎 File…").click();
+    harness.step();
+    browse_to(&mut harness, files.path());
+    wait_until(&mut harness, "the folder's files", |h| {
+        h.query_by_label("📄 notes.txt").is_some() && h.query_by_label("📁 photos").is_some()
+    });
+    harness.get_by_label("📄 notes.txt").click_accesskit();
+    harness.step();
+    assert_eq!(
+        harness.get_by_label("File name").value().as_deref(),
+        Some("notes.txt")
+    );
+    harness.get_by_label("Send").click_accesskit();
+    harness.step();
+    let pointer = runtime.block_on(next_file(&mut bob_events, lobby, "alice"));
+    assert_eq!(
+        (pointer.name.as_str(), pointer.size, pointer.mime.as_str()),
+        ("notes.txt", 300_000, "text/plain")
+    );
+    let got = runtime
+        .block_on(bob.download_bytes(&pointer, u64::MAX, confide_client::no_progress()))
+        .unwrap();
+    assert!(got == notes, "bob got the exact bytes");
+    wait_until(&mut harness, "the upload's end", |h| {
+        has_label(h, "sent notes.txt")
+    });
+    assert!(
+        harness.query_by_label("Folder").is_none(),
+        "the browser closed"
+    );
+
+    // Dragging a file over the window shows where it will go; dropping sends it.
+    let photo = files.path().join("photos").join("cat.jpg");
+    let cat = pattern(70_000, 2);
+    std::fs::write(&photo, &cat).unwrap();
+    harness.input_mut().hovered_files.push(egui::HoveredFile {
+        path: Some(photo.clone()),
+        mime: String::new(),
+    });
+    wait_until(&mut harness, "the drop hint", |h| {
+        has_label(h, "Drop files here to send them to lobby")
+    });
+    harness.input_mut().hovered_files.clear();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(photo)));
+    harness.step();
+    wait_until(&mut harness, "the hint to go", |h| {
+        !has_label(h, "Drop files here")
+    });
+    let pointer = runtime.block_on(next_file(&mut bob_events, lobby, "alice"));
+    assert_eq!(
+        (pointer.name.as_str(), pointer.mime.as_str()),
+        ("cat.jpg", "image/jpeg")
+    );
+    let got = runtime
+        .block_on(bob.download_bytes(&pointer, u64::MAX, confide_client::no_progress()))
+        .unwrap();
+    assert!(got == cat, "bob got the exact bytes");
+    wait_until(&mut harness, "the second upload's end", |h| {
+        has_label(h, "sent cat.jpg")
+    });
+
+    // A file over the server's limit is refused before it is uploaded, and says why.
+    let big = files.path().join("big.bin");
+    std::fs::write(&big, pattern(1536 * 1024, 4)).unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(big)));
+    harness.step();
+    wait_until(&mut harness, "the refusal", |h| {
+        has_label(
+            h,
+            "big.bin: not sent: file too large: file of 1.5 MiB exceeds this server's limit of 1.0 MiB",
+        )
+    });
+    harness.get_by_label("Dismiss").click();
+    harness.step();
+    wait_until(&mut harness, "the error to go", |h| {
+        !has_label(h, "exceeds this server's limit")
+    });
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+/// A two-second tone that swells, as Ogg Opus, with its summary.
+fn voice_message() -> (Vec<u8>, u32, Vec<u8>) {
+    let (ogg, duration_ms, waveform, _) = voice_message_with_samples();
+    (ogg, duration_ms, waveform)
+}
+
+/// [`voice_message`], and the samples it encodes.
+fn voice_message_with_samples() -> (Vec<u8>, u32, Vec<u8>, Vec<f32>) {
+    let rate = confide_audio::SAMPLE_RATE as usize;
+    let tone: Vec<f32> = (0..2 * rate)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            0.6 * (t / 2.0) * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+        })
+        .collect();
+    let ogg = confide_audio::encode_ogg_opus(&tone).unwrap();
+    let summary = confide_audio::VoiceSummary::new(&tone, 64);
+    (
+        ogg,
+        u32::try_from(summary.duration_ms).unwrap(),
+        summary.waveform,
+        tone,
+    )
+}
+
+#[test]
+fn files_and_voice_messages_from_bob_show_and_save_where_alice_chooses() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, _bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+
+    let outbox = tempfile::tempdir().unwrap();
+    let report = pattern(5 * 1024, 3);
+    std::fs::write(outbox.path().join("report.pdf"), &report).unwrap();
+    runtime
+        .block_on(bob.send_file(
+            Target::Room(lobby),
+            &outbox.path().join("report.pdf"),
+            confide_client::no_progress(),
+        ))
+        .unwrap();
+    let (ogg, duration_ms, waveform) = voice_message();
+    assert_eq!(duration_ms, 2000);
+    runtime
+        .block_on(bob.send_voice(
+            Target::Room(lobby),
+            ogg,
+            duration_ms,
+            waveform,
+            confide_client::no_progress(),
+        ))
+        .unwrap();
+
+    // Name, size and type of the file; duration and waveform of the voice message.
+    wait_until(&mut harness, "the file and the voice message", |h| {
+        has_label(h, "📄 report.pdf") && has_label(h, "🎤 Voice message")
+    });
+    assert!(has_label(&harness, "(5.0 KiB, application/pdf)"));
+    assert!(harness.query_by_label("0:02").is_some(), "the duration");
+    assert!(has_label(&harness, "Waveform of 64 bars"));
+    snapshot(&mut harness, "media");
+
+    // Save… asks where (the suggested name is the sender's), then downloads.
+    let inbox = tempfile::tempdir().unwrap();
+    harness.get_by_label("Save…").click();
+    harness.step();
+    browse_to(&mut harness, inbox.path());
+    assert_eq!(
+        harness.get_by_label("File name").value().as_deref(),
+        Some("report.pdf")
+    );
+    harness.get_by_label("Save").click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the download", |h| has_label(h, "saved "));
+    let saved = inbox.path().join("report.pdf");
+    assert!(std::fs::read(&saved).unwrap() == report, "the exact bytes");
+
+    // Saving to the same name again asks first, and another name can be chosen.
+    std::fs::write(&saved, b"mine").unwrap();
+    harness.get_by_label("Save…").click();
+    harness.step();
+    browse_to(&mut harness, inbox.path());
+    harness.get_by_label("Save").click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the question", |h| {
+        has_label(h, "already exists. Replace it")
+    });
+    harness
+        .get_by_label("Choose another name")
+        .click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the browser again", |h| {
+        h.query_by_label("File name").is_some()
+    });
+    harness
+        .get_by_label("File name")
+        .set_text_value_accesskit("report (2).pdf");
+    harness.step();
+    harness.get_by_label("Save").click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the second download", |h| {
+        has_label(h, "report (2).pdf")
+    });
+    wait_until(&mut harness, "the file", |_| {
+        inbox.path().join("report (2).pdf").exists()
+    });
+    assert!(std::fs::read(inbox.path().join("report (2).pdf")).unwrap() == report);
+    assert_eq!(std::fs::read(&saved).unwrap(), b"mine", "not replaced");
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+/// Hovers `label` until its tooltip contains `reason`.
+fn hover_reason(harness: &mut App<'_>, label: &str, reason: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    harness.get_by_label(label).hover();
+    loop {
+        harness.step();
+        if has_label(harness, reason) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the reason {reason:?} on {label:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn without_a_sound_card_voice_buttons_are_disabled_with_the_reason() {
+    let devices = confide_audio::availability();
+    if devices.microphone.is_usable() || devices.speaker.is_usable() {
+        eprintln!("this machine has a sound device ({devices:?}); nothing to check");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, _bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+    let (ogg, duration_ms, waveform) = voice_message();
+    runtime
+        .block_on(bob.send_voice(
+            Target::Room(lobby),
+            ogg,
+            duration_ms,
+            waveform,
+            confide_client::no_progress(),
+        ))
+        .unwrap();
+    wait_until(&mut harness, "the voice message", |h| {
+        has_label(h, "🎤 Voice message")
+    });
+
+    // Each button is disabled and says why on hover (the system's reason).
+    for (label, reason) in [
+        ("🎤 Record", "no usable microphone"),
+        ("🎙 Talk", "no usable microphone"),
+        ("🔈 Listen", "no usable speaker"),
+        ("▶", "no usable speaker"),
+    ] {
+        hover_reason(&mut harness, label, reason);
+        let button = harness.get_by_label(label);
+        assert!(button.accesskit_node().is_disabled(), "{label} is disabled");
+    }
+    let microphone = devices.microphone.reason().unwrap().to_owned();
+    hover_reason(&mut harness, "🎤 Record", &microphone);
+
+    // Clicking them does nothing: no recording, no download, no error.
+    for label in ["🎤 Record", "🎙 Talk", "🔈 Listen", "▶"] {
+        harness.get_by_label(label).click();
+        harness.step();
+        harness.get_by_label(label).click_accesskit();
+        harness.step();
+    }
+    harness.run_steps(5);
+    assert!(!has_label(&harness, "Recording"));
+    assert!(harness.query_by_label("⏹").is_none(), "nothing plays");
+    assert!(!has_label(&harness, "voice:"), "not listening");
+    let chat = harness.state().chat().unwrap();
+    assert_eq!(chat.status(), None);
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+/// Marks the child process of the sound card test and names its directory.
+const SOUND_DIR_VAR: &str = "CONFIDE_GUI_SOUND_DIR";
+
+/// The system's ALSA configuration, which the virtual card's configuration includes.
+const SYSTEM_ALSA_CONFIG: &str = "/usr/share/alsa/alsa.conf";
+
+/// An ALSA configuration whose default device is virtual: alsa-lib's `file` plugin over
+/// the `null` device records from `infile` and writes what it plays to `outfile` (raw
+/// 16-bit, 48 kHz, mono), without a clock, so as fast as the program goes.
+fn virtual_sound_card(infile: &Path, outfile: &Path) -> String {
+    format!(
+        r#"<{SYSTEM_ALSA_CONFIG}>
+pcm.!default {{
+    type plug
+    slave {{
+        pcm {{
+            type file
+            slave.pcm "null"
+            file "{}"
+            infile "{}"
+            format "raw"
+        }}
+        format S16_LE
+        rate 48000
+        channels 1
+    }}
+}}
+"#,
+        outfile.display(),
+        infile.display()
+    )
+}
+
+fn read_s16(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0)
+        .collect()
+}
+
+/// The app with a sound card: ALSA reads its configuration from `ALSA_CONFIG_PATH`,
+/// which only a new process can be given, so this runs the test below as a child.
+#[test]
+fn with_a_sound_card_voice_messages_record_and_play_and_live_voice_is_heard() {
+    if !Path::new(SYSTEM_ALSA_CONFIG).exists() {
+        eprintln!("no {SYSTEM_ALSA_CONFIG}: no virtual sound card here; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // What the microphone hears: a second of a swelling tone, then silence.
+    let (_, _, _, tone) = voice_message_with_samples();
+    let bytes: Vec<u8> = tone
+        .iter()
+        .flat_map(|s| ((s * 32_767.0) as i16).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("microphone.raw"), bytes).unwrap();
+    let config = dir.path().join("asound.conf");
+    std::fs::write(
+        &config,
+        virtual_sound_card(
+            &dir.path().join("microphone.raw"),
+            &dir.path().join("speaker.raw"),
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_with_a_virtual_sound_card",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ALSA_CONFIG_PATH", &config)
+        .env(SOUND_DIR_VAR, dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran nothing:\n{text}");
+    eprintln!("{text}");
+}
+
+#[test]
+#[ignore = "run by with_a_sound_card_voice_messages_record_and_play_and_live_voice_is_heard"]
+fn child_with_a_virtual_sound_card() {
+    let Some(dir) = std::env::var_os(SOUND_DIR_VAR).map(PathBuf::from) else {
+        return;
+    };
+    let devices = confide_audio::availability();
+    assert!(
+        devices.microphone.is_usable() && devices.speaker.is_usable(),
+        "{devices:?}"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start()).unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (bob, mut bob_events) = runtime.block_on(register(&server, dirs.1.path(), "bob"));
+    let mut harness = app_for(dirs.0.path(), &server.address(), "alice");
+    register_in_app(&mut harness);
+    let lobby = lobby(&harness);
+
+    // ▶ downloads bob's voice message and plays it: the speaker gets the tone.
+    let (ogg, duration_ms, waveform, tone) = voice_message_with_samples();
+    runtime
+        .block_on(bob.send_voice(
+            Target::Room(lobby),
+            ogg,
+            duration_ms,
+            waveform,
+            confide_client::no_progress(),
+        ))
+        .unwrap();
+    wait_until(&mut harness, "the voice message", |h| {
+        h.query_by_label("▶")
+            .is_some_and(|b| !b.accesskit_node().is_disabled())
+    });
+    harness.run_steps(3);
+    harness.get_by_label("▶").click();
+    harness.step();
+    let speaker = dir.join("speaker.raw");
+    wait_until(&mut harness, "the message to play", |_| {
+        read_s16(&speaker).len() >= tone.len()
+    });
+    let played = read_s16(&speaker);
+    let similarity = confide_audio::correlation(&tone, &played, 4800);
+    eprintln!(
+        "played {} samples, correlation {similarity:.3}",
+        played.len()
+    );
+    assert!(similarity > 0.8, "correlation {similarity}");
+    wait_until(&mut harness, "the player to stop", |h| {
+        h.query_by_label("⏹").is_none() && h.query_by_label("▶").is_some()
+    });
+
+    // 🎤 records, Send encodes and sends: bob gets a voice message with a waveform.
+    harness.get_by_label("🎤 Record").click();
+    harness.step();
+    wait_until(&mut harness, "the recording", |h| {
+        has_label(h, "Recording ")
+    });
+    harness.get_by_label("Send").click();
+    harness.step();
+    // The window hands the encoded message to the core when it next draws.
+    wait_until(&mut harness, "the upload's end", |h| {
+        has_label(h, "sent a voice message")
+    });
+    let voice = runtime.block_on(next_entry(&mut bob_events, lobby, |entry| {
+        match payload(entry) {
+            Some(Payload::Voice(voice)) if entry.sender.as_str() == "alice" => Some(voice.clone()),
+            _ => None,
+        }
+    }));
+    assert!(
+        voice.duration_ms > 0 && voice.waveform.len() == 64,
+        "{voice:?}"
+    );
+    let ogg = runtime
+        .block_on(bob.download_bytes(&voice.file, u64::MAX, confide_client::no_progress()))
+        .unwrap();
+    let recorded = confide_audio::decode_ogg_opus(&ogg).unwrap();
+    eprintln!("recorded {} ms", recorded.duration_ms());
+    assert!(!recorded.is_empty());
+
+    // 🔈 Listen: bob's live voice is heard, with who talks and the delay.
+    harness.get_by_label("🔈 Listen").click();
+    harness.step();
+    wait_until(&mut harness, "listening", |h| {
+        has_label(h, "voice: waiting")
+    });
+    // The server relays only once it knows alice listens.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut encoder = confide_audio::LiveEncoder::new().unwrap();
+    for chunk in tone.chunks_exact(confide_audio::FRAME_SAMPLES).take(50) {
+        let frame = confide_crypto::voice::VoiceFrame {
+            captured_at_ms: now_ms(),
+            packets: vec![encoder.encode(chunk).unwrap()],
+        };
+        runtime.block_on(bob.send_live_voice(lobby, frame)).unwrap();
+        harness.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until(&mut harness, "bob's voice", |h| {
+        has_label(h, "bob talking") && has_label(h, " ms")
+    });
+    let shown = harness
+        .query_all_by_label_contains("voice: ")
+        .filter_map(|node| node.accesskit_node().value())
+        .collect::<Vec<_>>();
+    eprintln!("live voice: {shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|text| text.starts_with("voice: ") && text.ends_with(" ms")),
+        "{shown:?}"
+    );
+
+    // 🎙 Talk: bob, listening, hears alice.
+    runtime.block_on(bob.listen(lobby, true)).unwrap();
+    harness.get_by_label("🎙 Talk").click();
+    harness.step();
+    let frame = runtime.block_on(async {
+        loop {
+            let event = tokio::time::timeout(TIMEOUT, bob_events.next())
+                .await
+                .expect("timed out waiting for alice's voice")
+                .expect("stream ended");
+            if let ClientEvent::Voice { room, user, frame } = event
+                && room == lobby
+                && user.as_str() == "alice"
+            {
+                return frame;
+            }
+        }
+    });
+    let mut decoder = confide_audio::LiveDecoder::new().unwrap();
+    assert_eq!(
+        decoder.decode(&frame.packets[0]).unwrap().len(),
+        confide_audio::FRAME_SAMPLES
+    );
+    assert!(now_ms().abs_diff(frame.captured_at_ms) < 60_000);
+    harness.get_by_label("🎙 Talk").click();
+    harness.step();
+    assert!(harness.state().chat().unwrap().status().is_none());
+    harness.state_mut().shut_down();
+    runtime.block_on(bob.close());
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }

@@ -15,7 +15,7 @@
 
 use crate::entry::{self, Content, Entry, Protection, Unreadable};
 use crate::event::ClientEvent;
-use confide_crypto::payload::{MessageId, Payload, ReceiptKind};
+use confide_crypto::payload::{FilePointer, MessageId, Payload, ReceiptKind, VoicePointer};
 use confide_proto::{Epoch, MemberChange, Membership, RoomId, Seq, Timestamp, UserName};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -105,6 +105,9 @@ pub enum LineKind {
         deleted: bool,
         /// Its reactions, in the order they were first made.
         reactions: Vec<Reaction>,
+        /// The file or voice message it carries (its text is then a summary); `None`
+        /// once deleted. Boxed: most lines have none, and a pointer is large.
+        media: Option<Box<Media>>,
     },
     /// A message this device cannot show, and why (attacks are shown loudly).
     Unreadable {
@@ -123,6 +126,16 @@ pub enum LineKind {
         /// The epoch the commit was made in.
         epoch: Epoch,
     },
+}
+
+/// A file or voice message that a line carries, for the front end to show and fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Media {
+    /// A file: its name, size and type, and where and how to download it.
+    File(FilePointer),
+    /// A voice message: its audio file, length and waveform.
+    Voice(VoicePointer),
 }
 
 /// One row to draw, from [`Timeline::rows`].
@@ -148,6 +161,11 @@ impl TimelineLine {
                     Payload::Reply { to, text } => (text.clone(), Some(*to)),
                     _ => (entry::summary(&entry.content), None),
                 };
+                let media = match &envelope.body {
+                    Payload::File(file) => Some(Box::new(Media::File(file.clone()))),
+                    Payload::Voice(voice) => Some(Box::new(Media::Voice(voice.clone()))),
+                    _ => None,
+                };
                 LineKind::Message {
                     text,
                     protection: *protection,
@@ -156,6 +174,7 @@ impl TimelineLine {
                     edited: false,
                     deleted: false,
                     reactions: Vec::new(),
+                    media,
                 }
             }
             Content::Unreadable(reason) => LineKind::Unreadable {
@@ -195,6 +214,7 @@ impl TimelineLine {
             edited,
             deleted,
             reactions,
+            media,
             ..
         } = &mut self.kind
         else {
@@ -216,6 +236,7 @@ impl TimelineLine {
                 *deleted = true;
                 text.clear();
                 reactions.clear();
+                *media = None;
                 self.applied.reactions.clear();
             }
             Change::React { emoji, add } => {
@@ -868,6 +889,49 @@ mod tests {
         // Receipts and typing notices add nothing.
         assert!(!timeline.insert(&with(1, 12, "bob", Payload::Typing { active: true })));
         assert_eq!(seqs(&timeline, 1), [1, 2]);
+    }
+
+    #[test]
+    fn files_and_voice_messages_carry_their_pointer_until_deleted() {
+        let file = FilePointer {
+            blob: "ab".repeat(16),
+            name: "report.pdf".to_owned(),
+            size: 2048,
+            mime: "application/pdf".to_owned(),
+            sha256: [1; 32],
+            key: confide_crypto::payload::FileKey::from_bytes([2; 32]),
+            chunk_size: 1024,
+        };
+        let voice = VoicePointer {
+            file: file.clone(),
+            duration_ms: 1500,
+            waveform: vec![0, 128, 255],
+        };
+        let mut timeline = Timeline::new();
+        timeline.insert(&with(1, 1, "bob", Payload::File(file.clone())));
+        timeline.insert(&with(1, 2, "bob", Payload::Voice(voice.clone())));
+        timeline.insert(&with(1, 3, "bob", text("plain")));
+        let media =
+            |timeline: &Timeline, target| match &timeline.find(RoomId(1), id(target)).unwrap().kind
+            {
+                LineKind::Message { media, text, .. } => (media.as_deref().cloned(), text.clone()),
+                _ => unreachable!(),
+            };
+        assert_eq!(
+            media(&timeline, 1),
+            (
+                Some(Media::File(file)),
+                "[file] report.pdf (2.0 KiB, application/pdf)".to_owned()
+            )
+        );
+        assert_eq!(media(&timeline, 2).0, Some(Media::Voice(voice)));
+        assert_eq!(media(&timeline, 3).0, None);
+        assert!(timeline.insert(&with(1, 4, "bob", Payload::Delete { target: id(1) })));
+        assert_eq!(
+            media(&timeline, 1).0,
+            None,
+            "a deleted file is no longer offered"
+        );
     }
 
     #[test]
