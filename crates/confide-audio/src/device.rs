@@ -1,7 +1,7 @@
 //! The default microphone and speaker, through cpal.
 //!
-//! cpal streams cannot move between threads on every platform, so each [`Recorder`] and
-//! [`Player`] owns a thread that opens the device, builds the stream, reports whether that
+//! cpal streams cannot move between threads on every platform, so each [`Recorder`],
+//! [`Player`] and [`StreamPlayer`] (live audio, pushed as it arrives) owns a thread that opens the device, builds the stream, reports whether that
 //! worked, then keeps the stream alive until told to stop. The audio callbacks (on cpal's
 //! own thread) convert whatever the device offers (any sample format cpal knows, any channel
 //! count, any rate) to or from 48 kHz mono, and share progress through a small mutex.
@@ -16,11 +16,13 @@
 
 mod player;
 mod recorder;
+mod stream;
 
 use cpal::traits::{DeviceTrait, HostTrait};
 
 pub use player::Player;
 pub use recorder::Recorder;
+pub use stream::StreamPlayer;
 
 use crate::pcm::SAMPLE_RATE;
 

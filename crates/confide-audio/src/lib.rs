@@ -41,7 +41,7 @@ pub mod summary;
 pub mod wav;
 
 pub use compare::{Alignment, best_alignment, correlation};
-pub use device::{Availability, DeviceStatus, Player, Recorder, availability};
+pub use device::{Availability, DeviceStatus, Player, Recorder, StreamPlayer, availability};
 pub use error::AudioError;
 pub use live::{LiveDecoder, LiveEncoder};
 pub use ogg_opus::{decode_ogg_opus, encode_ogg_opus};

@@ -11,17 +11,16 @@
 //! Which devices exist is asked once, when the thread starts ([`Audio::devices`]); a
 //! machine without a sound card gets its buttons disabled with the system's reason.
 //!
-//! Live playback: `confide_audio::Player` plays a finished buffer, so incoming voice is
-//! decoded into a queue per speaker, and whenever the previous buffer has finished
-//! playing, everything queued (mixed across speakers) is played as the next buffer.
-//! Between buffers the device is reopened, which can be heard as a short gap on some
-//! systems; a streaming output in `confide-audio` would remove it.
+//! Live playback: incoming voice is decoded into a queue per speaker; once a little is
+//! queued (a 60 ms jitter buffer), each tick mixes what the speakers queued and pushes it
+//! to one `confide_audio::StreamPlayer`, which stays open while anyone talks and closes
+//! after a second of quiet.
 
 use crate::app::Update;
 use crate::bridge::Delivery;
 use confide_audio::{
     Availability, DeviceStatus, FRAME_SAMPLES, LiveDecoder, LiveEncoder, Player, Recorder,
-    SAMPLE_RATE, VoiceSummary,
+    SAMPLE_RATE, StreamPlayer, VoiceSummary,
 };
 use confide_crypto::payload::MessageId;
 use confide_crypto::voice::VoiceFrame;
@@ -381,7 +380,7 @@ struct Worker {
     /// Rooms whose speaker is on.
     hearing: HashSet<RoomId>,
     speakers: HashMap<(RoomId, UserName), Speaker>,
-    live_player: Option<Player>,
+    live_player: Option<StreamPlayer>,
     /// Live playback failed; nothing more is tried until the next reset of a room.
     live_failed: bool,
     last_report: Instant,
@@ -545,9 +544,10 @@ impl Worker {
                 }
             }
         }
-        let playing_left = self.live_player.as_ref().map_or(Duration::ZERO, |player| {
-            player.total().saturating_sub(player.position())
-        });
+        let playing_left = self
+            .live_player
+            .as_ref()
+            .map_or(Duration::ZERO, StreamPlayer::queued);
         let Some(speaker) = self.speakers.get_mut(&key) else {
             return;
         };
@@ -658,43 +658,59 @@ impl Worker {
         }
     }
 
-    /// Plays what the speakers queued once the previous buffer is done.
+    /// Pushes what the speakers queued to the live output, opening it after a little
+    /// audio has gathered and closing it after a second of quiet.
     fn tick_live_output(&mut self) {
-        if self
-            .live_player
-            .as_ref()
-            .is_some_and(|player| !player.is_finished())
-        {
-            return;
-        }
         let queued = self
             .speakers
             .values()
             .map(|s| s.queue.len())
             .max()
             .unwrap_or(0);
-        if queued == 0 {
-            self.live_player = None;
-            return;
-        }
-        // Starting after silence: wait for a little audio first, unless nothing more
-        // is coming.
-        let quiet = self
+        let quiet_for = self
             .speakers
             .values()
-            .all(|s| s.last_arrival.elapsed() > Duration::from_millis(FRAME_MS * 3));
-        if self.live_player.is_none() && queued < JITTER_SAMPLES && !quiet {
+            .map(|s| s.last_arrival.elapsed())
+            .min()
+            .unwrap_or(Duration::MAX);
+        if queued == 0 {
+            let drained = self
+                .live_player
+                .as_ref()
+                .is_none_or(|player| player.queued().is_zero());
+            if drained && quiet_for > Duration::from_secs(1) {
+                self.live_player = None;
+            }
             return;
         }
+        if self.live_player.is_none() {
+            // Starting after silence: wait for a little audio first, unless nothing
+            // more is coming.
+            let quiet = quiet_for > Duration::from_millis(FRAME_MS * 3);
+            if queued < JITTER_SAMPLES && !quiet {
+                return;
+            }
+            match StreamPlayer::start() {
+                Ok(player) => self.live_player = Some(player),
+                Err(err) => {
+                    self.speakers.clear();
+                    self.live_failed = true;
+                    self.report(AudioUpdate::LiveFailed(format!(
+                        "cannot play live voice: {err}"
+                    )));
+                    return;
+                }
+            }
+        }
         let buffer = mix(self.speakers.values_mut().map(|s| &mut s.queue), queued);
-        match Player::play(buffer) {
-            Ok(player) => self.live_player = Some(player),
-            Err(err) => {
+        if let Some(player) = &self.live_player {
+            player.push(&buffer);
+            if let Some(error) = player.error() {
                 self.live_player = None;
                 self.speakers.clear();
                 self.live_failed = true;
                 self.report(AudioUpdate::LiveFailed(format!(
-                    "cannot play live voice: {err}"
+                    "cannot play live voice: {error}"
                 )));
             }
         }

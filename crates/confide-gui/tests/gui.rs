@@ -39,7 +39,13 @@ fn wait_until(harness: &mut App<'_>, what: &str, mut done: impl FnMut(&App<'_>) 
         if done(harness) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let shown: Vec<String> = harness
+                .query_all_by_label_contains("")
+                .filter_map(|node| node.accesskit_node().label())
+                .collect();
+            panic!("timed out waiting for {what}; the window shows {shown:?}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1156,10 +1162,15 @@ fn child_with_a_virtual_sound_card() {
     // 🎤 records, Send encodes and sends: bob gets a voice message with a waveform.
     harness.get_by_label("🎤 Record").click();
     harness.step();
-    wait_until(&mut harness, "the recording", |h| {
-        has_label(h, "Recording ")
+    // The clock shows 0:00 from the click; wait until the microphone delivered a second
+    // (on a loaded machine the device opens late, and Send before any sound is "nothing
+    // was recorded").
+    wait_until(&mut harness, "a second of recording", |h| {
+        has_label(h, "Recording ") && !has_label(h, "Recording 0:00")
     });
-    harness.get_by_label("Send").click();
+    // Through accessibility: the recording row changes width as its clock ticks, so a
+    // pointer aimed at last frame's Send can land on Cancel.
+    harness.get_by_label("Send").click_accesskit();
     harness.step();
     // The window hands the encoded message to the core when it next draws.
     wait_until(&mut harness, "the upload's end", |h| {

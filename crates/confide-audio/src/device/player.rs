@@ -207,39 +207,31 @@ impl Shared {
     }
 }
 
-/// Opens and starts the output stream; runs on the player's thread.
-fn open_stream(pcm: Pcm, progress: Arc<Shared>) -> Result<(cpal::Stream, String), String> {
+/// Writes converted samples into a device buffer, from cpal's audio callback.
+pub(super) trait Fill: Send + 'static {
+    /// Fills `data` (interleaved frames of the device's channel count).
+    fn fill<T: cpal::FromSample<f32>>(&mut self, data: &mut [T]);
+}
+
+/// Opens and starts the default output, with the filler `make` builds for the device's
+/// configuration (channels, rate); answers the stream and the device's name. Runs on the
+/// thread that keeps the stream.
+pub(super) fn start_output<F: Fill>(
+    make: impl FnOnce(&cpal::StreamConfig) -> F,
+    on_error: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<(cpal::Stream, String), String> {
     let opened = find_device(Direction::Output)?;
     let config = opened.config.config();
-    // Whole messages are resampled up front: simpler than streaming, and rarely needed
-    // since nearly every output device takes 48 kHz.
-    let samples = if config.sample_rate == SAMPLE_RATE {
-        pcm.into_samples()
-    } else {
-        resample(pcm.samples(), SAMPLE_RATE, config.sample_rate)
-    };
-    let feeder = Feeder {
-        samples,
-        next: 0,
-        channels: usize::from(config.channels).max(1),
-        rate: config.sample_rate,
-        drained: false,
-        progress: Arc::clone(&progress),
-    };
-    let on_error = move |err: cpal::Error| {
-        if err.kind() != cpal::ErrorKind::Xrun {
-            progress.finish(Some(format!("the speaker stopped: {err}")));
-        }
-    };
+    let feeder = make(&config);
     let device = &opened.device;
     let built = match opened.config.sample_format() {
-        cpal::SampleFormat::F32 => build::<f32>(device, config, feeder, on_error),
-        cpal::SampleFormat::I16 => build::<i16>(device, config, feeder, on_error),
-        cpal::SampleFormat::I32 => build::<i32>(device, config, feeder, on_error),
-        cpal::SampleFormat::F64 => build::<f64>(device, config, feeder, on_error),
-        cpal::SampleFormat::U16 => build::<u16>(device, config, feeder, on_error),
-        cpal::SampleFormat::I8 => build::<i8>(device, config, feeder, on_error),
-        cpal::SampleFormat::U8 => build::<u8>(device, config, feeder, on_error),
+        cpal::SampleFormat::F32 => build::<f32, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::I16 => build::<i16, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::I32 => build::<i32, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::F64 => build::<f64, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::U16 => build::<u16, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::I8 => build::<i8, F>(device, config, feeder, on_error),
+        cpal::SampleFormat::U8 => build::<u8, F>(device, config, feeder, on_error),
         other => return Err(format!("unsupported sample format {other}")),
     };
     let stream = built.map_err(|err| describe(Direction::Output, &opened.name, &err))?;
@@ -249,10 +241,39 @@ fn open_stream(pcm: Pcm, progress: Arc<Shared>) -> Result<(cpal::Stream, String)
     Ok((stream, opened.name))
 }
 
-fn build<T>(
+/// Opens and starts the output stream; runs on the player's thread.
+fn open_stream(pcm: Pcm, progress: Arc<Shared>) -> Result<(cpal::Stream, String), String> {
+    let on_error = {
+        let progress = Arc::clone(&progress);
+        move |err: cpal::Error| {
+            if err.kind() != cpal::ErrorKind::Xrun {
+                progress.finish(Some(format!("the speaker stopped: {err}")));
+            }
+        }
+    };
+    start_output(
+        move |config| Feeder {
+            // Whole messages are resampled up front: simpler than streaming, and rarely
+            // needed since nearly every output device takes 48 kHz.
+            samples: if config.sample_rate == SAMPLE_RATE {
+                pcm.into_samples()
+            } else {
+                resample(pcm.samples(), SAMPLE_RATE, config.sample_rate)
+            },
+            next: 0,
+            channels: usize::from(config.channels).max(1),
+            rate: config.sample_rate,
+            drained: false,
+            progress,
+        },
+        on_error,
+    )
+}
+
+fn build<T, F: Fill>(
     device: &cpal::Device,
     config: cpal::StreamConfig,
-    mut feeder: Feeder,
+    mut feeder: F,
     on_error: impl FnMut(cpal::Error) + Send + 'static,
 ) -> Result<cpal::Stream, cpal::Error>
 where
@@ -278,7 +299,7 @@ struct Feeder {
     progress: Arc<Shared>,
 }
 
-impl Feeder {
+impl Fill for Feeder {
     fn fill<T: cpal::FromSample<f32>>(&mut self, data: &mut [T]) {
         for frame in data.chunks_exact_mut(self.channels) {
             let sample = self.samples.get(self.next).copied().unwrap_or(0.0);

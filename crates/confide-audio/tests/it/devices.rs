@@ -18,7 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use confide_audio::{
-    AudioError, Player, Recorder, SAMPLE_RATE, availability, best_alignment, correlation,
+    AudioError, Player, Recorder, SAMPLE_RATE, StreamPlayer, availability, best_alignment,
+    correlation,
 };
 
 use crate::support::{chirp, file_available, ms, read_s16_raw};
@@ -246,6 +247,61 @@ fn child_plays_on_the_virtual_speaker() {
 }
 
 #[test]
+fn virtual_speaker_streams_pushed_samples() {
+    if !file_available(Path::new(SYSTEM_ALSA_CONFIG)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("asound.conf");
+    std::fs::write(
+        &config,
+        virtual_device_config(Path::new("/dev/null"), &dir.path().join("sink.raw")),
+    )
+    .unwrap();
+    run_child(
+        "devices::child_streams_on_the_virtual_speaker",
+        &config,
+        dir.path(),
+    );
+    let played = read_s16_raw(&dir.path().join("sink.raw"));
+    let source = chirp(1.0, SAMPLE_RATE);
+    // The device played silence before the first push: allow for it.
+    let similarity = correlation(&source, &played, SAMPLE_RATE as usize * 2);
+    println!(
+        "streamed: {} samples written, correlation {similarity:.4}",
+        played.len()
+    );
+    assert!(similarity > 0.9, "correlation {similarity}");
+}
+
+#[test]
+#[ignore = "run by virtual_speaker_streams_pushed_samples in a child process"]
+fn child_streams_on_the_virtual_speaker() {
+    if child_dir().is_none() {
+        return;
+    }
+    let player = StreamPlayer::start().unwrap();
+    let source = chirp(1.0, SAMPLE_RATE);
+    // Live voice arrives in 20 ms frames; the whole second is pushed before the
+    // clockless null device can drain it, so it plays without a gap.
+    for frame in source.chunks(960) {
+        player.push(frame);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !player.queued().is_zero() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(player.queued().is_zero(), "the queue did not drain");
+    assert_eq!(player.dropped(), 0);
+    assert_eq!(player.error(), None);
+    // More than a second at once keeps only the newest second.
+    player.push(&vec![0.0; SAMPLE_RATE as usize * 3]);
+    assert!(player.dropped() > 0);
+    assert!(player.queued() <= Duration::from_secs(1));
+    player.stop();
+}
+
+#[test]
 fn missing_devices_are_errors_not_panics() {
     if !file_available(Path::new(SYSTEM_ALSA_CONFIG)) {
         return;
@@ -285,6 +341,9 @@ fn child_finds_no_device() {
     assert!(matches!(err, AudioError::NoMicrophone(_)), "{err}");
     let err = Player::play(vec![0.0; 480]).unwrap_err();
     println!("Player::play: {err}");
+    assert!(matches!(err, AudioError::NoSpeaker(_)), "{err}");
+    let err = StreamPlayer::start().unwrap_err();
+    println!("StreamPlayer::start: {err}");
     assert!(matches!(err, AudioError::NoSpeaker(_)), "{err}");
 }
 
