@@ -45,7 +45,7 @@ fn fails(output: Output) -> String {
 /// Alice and Bob registered on a fresh server.
 struct Two {
     _server: ServerProcess,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     alice: tempfile::TempDir,
     bob: tempfile::TempDir,
     work: tempfile::TempDir,
@@ -66,7 +66,7 @@ fn two() -> Two {
     }
     Two {
         _server: server,
-        _data: data,
+        data,
         alice,
         bob,
         work: tempfile::tempdir().unwrap(),
@@ -157,6 +157,115 @@ fn send_file_and_get_file_through_the_binary() {
         &["send-file", "--to", "bob", "/definitely/not/here.txt"],
     ));
     assert!(line.contains("cannot read"), "{line}");
+}
+
+/// Files under `dir` whose names end with `suffix`, with their sizes.
+fn sizes(dir: &Path, suffix: &str) -> Vec<(PathBuf, u64)> {
+    confide_testkit::files_under(dir)
+        .into_iter()
+        .filter(|path| path.to_string_lossy().ends_with(suffix))
+        .map(|path| {
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            (path, len)
+        })
+        .collect()
+}
+
+/// Starts `confide` in the background and kills it (SIGKILL) once `progressed` holds,
+/// polled every 10 ms for at most 30 s; returns whether it was still running then.
+fn kill_when(profile: &Path, args: &[&str], mut progressed: impl FnMut() -> bool) -> bool {
+    let mut child = Command::new(workspace_binary("confide").unwrap())
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("CONFIDE_HOME")
+        .env_remove("CONFIDE_PASSWORD")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if progressed() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    false
+}
+
+#[test]
+fn killed_send_file_and_get_file_resume_where_they_stopped() {
+    let two = two();
+    let original: Vec<u8> = (0..40_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let path = two.work.path().join("film.bin");
+    std::fs::write(&path, &original).unwrap();
+    let path_arg = path.to_str().unwrap().to_owned();
+    let blobs = two.data.path().join("blobs");
+
+    // Killed (SIGKILL) once the server holds part of the upload.
+    let killed = kill_when(
+        two.alice.path(),
+        &["send-file", "--to", "bob", &path_arg],
+        || {
+            sizes(&blobs, ".part")
+                .iter()
+                .any(|(_, len)| *len > 4_000_000)
+        },
+    );
+    assert!(killed, "the upload finished before it could be killed");
+    let partial = sizes(&blobs, ".part");
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    // Run again: it finishes the same blob instead of starting another.
+    ok(confide(
+        two.alice.path(),
+        None,
+        &["send-file", "--to", "bob", &path_arg],
+    ));
+    assert!(sizes(&blobs, ".part").is_empty());
+    assert_eq!(
+        sizes(&blobs, ".blob").len(),
+        1,
+        "one blob: the upload resumed"
+    );
+
+    let files = bobs_files(&two);
+    let id = files[0]["message_id"].as_str().unwrap().to_owned();
+    let downloads = two.work.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let killed = kill_when(
+        two.bob.path(),
+        &["get-file", &id, "--out", downloads.to_str().unwrap()],
+        || {
+            sizes(&downloads, ".part")
+                .iter()
+                .any(|(_, len)| *len > 4_000_000)
+        },
+    );
+    assert!(killed, "the download finished before it could be killed");
+    assert!(
+        !downloads.join("film.bin").exists(),
+        "no file under its name yet"
+    );
+    let (_, kept) = sizes(&downloads, ".part")[0].clone();
+    ok(confide(
+        two.bob.path(),
+        None,
+        &["get-file", &id, "--out", downloads.to_str().unwrap()],
+    ));
+    assert!(std::fs::read(downloads.join("film.bin")).unwrap() == original);
+    assert!(sizes(&downloads, ".part").is_empty());
+    eprintln!("the download resumed from a part file of {kept} bytes");
 }
 
 /// Whether a program is on PATH; on CI (where the setup script installs it) its
