@@ -9,6 +9,7 @@
 //! target/release/confide-bench run --workload paced --users 1000 --compare-relay
 //! target/release/confide-bench run --workload idle --idle 10000 --compare-relay --json
 //! target/release/confide-bench run --workload all --users 100 --compare-relay
+//! target/release/confide-bench run --workload files --file-mib 100
 //! ```
 //!
 //! Every run starts its own server (or relay) on `127.0.0.1:0` with a fresh temporary
@@ -26,6 +27,7 @@ mod relay;
 mod report;
 mod server;
 mod stats;
+mod tls_copy;
 mod workload;
 
 use anyhow::{Context as _, Result, bail};
@@ -97,6 +99,10 @@ struct RunArgs {
     /// message opens a conversation) instead of to one partner from a random pairing.
     #[arg(long)]
     direct_random_peers: bool,
+    /// MiB of the file the files workload moves up and down (run once, whatever
+    /// `--users` says).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    file_mib: u32,
     /// Also run each workload against the reference relay, where it applies.
     #[arg(long)]
     compare_relay: bool,
@@ -128,6 +134,7 @@ enum WorkloadArg {
     Idle,
     Sync,
     Direct,
+    Files,
     All,
 }
 
@@ -169,6 +176,7 @@ fn workloads(args: &[WorkloadArg]) -> Vec<Workload> {
             WorkloadArg::Idle => &[Workload::Idle],
             WorkloadArg::Sync => &[Workload::Sync],
             WorkloadArg::Direct => &[Workload::Direct],
+            WorkloadArg::Files => &[Workload::Files],
         };
         for workload in more {
             if !chosen.contains(workload) {
@@ -205,10 +213,11 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut reports = Vec::new();
     let mut failures = 0;
     for workload in workloads(&args.workload) {
-        let sizes = if workload == Workload::Idle {
-            &args.idle
-        } else {
-            &args.users
+        // The files workload has two users whatever `--users` says: it runs once.
+        let sizes: &[u32] = match workload {
+            Workload::Idle => &args.idle,
+            Workload::Files => &[2],
+            _ => &args.users,
         };
         for &users in sizes {
             let spec = Spec {
@@ -224,6 +233,7 @@ async fn run(args: RunArgs) -> Result<()> {
                 room_size: args.room_size,
                 idle_for: Duration::from_secs_f64(args.idle_seconds.max(0.0)),
                 direct_random_peers: args.direct_random_peers,
+                file_bytes: u64::from(args.file_mib) * 1024 * 1024,
             };
             let relay = if args.compare_relay && workload.relay_applies() {
                 let spec = Spec {
@@ -265,20 +275,39 @@ async fn run_one(
     args: &RunArgs,
     failures: &mut u32,
 ) -> Option<report::RunReport> {
-    let label = format!(
-        "{} {} {} users",
-        spec.workload.as_str(),
-        spec.target.as_str(),
-        spec.users
-    );
+    let label = if spec.workload == Workload::Files {
+        format!(
+            "files {} {} MiB",
+            spec.target.as_str(),
+            spec.file_bytes / (1024 * 1024)
+        )
+    } else {
+        format!(
+            "{} {} {} users",
+            spec.workload.as_str(),
+            spec.target.as_str(),
+            spec.users
+        )
+    };
     eprintln!("confide-bench: running {label}");
     let target = spec.target;
     match workload::run(spec, settings.clone()).await {
         Ok(report) => {
-            eprintln!(
-                "confide-bench: {label}: {} deliveries in {:.2} s, {} lost",
-                report.deliveries, report.measured_seconds, report.lost
-            );
+            if let Some(files) = &report.files {
+                eprintln!(
+                    "confide-bench: {label}: up {:.1} MiB/s, down {:.1} MiB/s (plain TLS: up \
+                     {:.1}, down {:.1})",
+                    files.confide.upload_mib_per_second,
+                    files.confide.download_mib_per_second,
+                    files.plain_tls.upload_mib_per_second,
+                    files.plain_tls.download_mib_per_second,
+                );
+            } else {
+                eprintln!(
+                    "confide-bench: {label}: {} deliveries in {:.2} s, {} lost",
+                    report.deliveries, report.measured_seconds, report.lost
+                );
+            }
             if args.json && target == server::TargetKind::Relay {
                 // The Confide run that follows carries the ratios; the relay's own line
                 // goes out first.
@@ -333,10 +362,26 @@ mod tests {
         };
         assert_eq!(args.users, vec![10, 100]);
         assert_eq!(args.body_bytes, 256);
+        assert_eq!(args.file_mib, 100);
         assert!(args.compare_relay && args.json);
         assert!(
             Cli::try_parse_from(["confide-bench", "run", "--body-bytes", "8"]).is_err(),
             "bodies smaller than the stamp are refused"
         );
+        let cli = Cli::try_parse_from([
+            "confide-bench",
+            "run",
+            "--workload",
+            "files",
+            "--file-mib",
+            "3",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(workloads(&args.workload), vec![Workload::Files]);
+        assert_eq!(args.file_mib, 3);
+        assert!(Cli::try_parse_from(["confide-bench", "run", "--file-mib", "0"]).is_err());
     }
 }

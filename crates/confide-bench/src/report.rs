@@ -82,6 +82,105 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// Confide divided by the relay on the same workload, when both ran.
     pub vs_relay: Option<Ratios>,
+    /// The files workload's transfers, Confide's and the plain TLS reference's.
+    pub files: Option<FilesReport>,
+}
+
+/// What the files workload measured: one file up and down through Confide, and the
+/// same bytes copied up and down over plain TLS in the same run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilesReport {
+    /// Size of the file (pseudo-random bytes).
+    pub file_bytes: u64,
+    /// Plaintext bytes per chunk of Confide's transfer.
+    pub chunk_bytes: u32,
+    /// Through Confide: `send_file` until acknowledged, `download_file` of the pointer
+    /// the receiver got.
+    pub confide: Transfer,
+    /// The same bytes over plain TLS 1.3 with the same stack.
+    pub plain_tls: Transfer,
+    /// Confide divided by plain TLS (throughputs: lower means slower).
+    pub vs_plain_tls: TransferRatios,
+}
+
+/// One file moved up to a server and back down again.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Transfer {
+    /// Seconds from the start of the upload until the server said it had the file.
+    pub upload_seconds: f64,
+    /// Seconds from the start of the download until the copy was durable on disk.
+    pub download_seconds: f64,
+    /// File MiB per second of the upload.
+    pub upload_mib_per_second: f64,
+    /// File MiB per second of the download.
+    pub download_mib_per_second: f64,
+    /// File MiB divided by upload plus download seconds: how fast a file gets from the
+    /// sender's disk to the receiver's.
+    pub round_trip_mib_per_second: f64,
+    /// Server CPU seconds during the upload.
+    pub server_cpu_upload_seconds: f64,
+    /// Server CPU seconds during the download.
+    pub server_cpu_download_seconds: f64,
+    /// Client CPU seconds (the bench's process less the reference server's threads)
+    /// during the upload.
+    pub client_cpu_upload_seconds: f64,
+    /// Client CPU seconds during the download.
+    pub client_cpu_download_seconds: f64,
+    /// The server's highest resident memory sampled during the transfers (not known
+    /// for the in-process reference).
+    pub server_peak_rss_bytes: Option<u64>,
+    /// Whether the downloaded bytes equal the original (a run where they do not fails).
+    pub verified: bool,
+}
+
+impl Transfer {
+    /// A transfer of `bytes` that took these times, with the rates worked out.
+    #[must_use]
+    pub fn timed(bytes: u64, upload_seconds: f64, download_seconds: f64) -> Transfer {
+        let mib = bytes as f64 / (1024.0 * 1024.0);
+        let rate = |seconds: f64| if seconds > 0.0 { mib / seconds } else { 0.0 };
+        Transfer {
+            upload_seconds,
+            download_seconds,
+            upload_mib_per_second: rate(upload_seconds),
+            download_mib_per_second: rate(download_seconds),
+            round_trip_mib_per_second: rate(upload_seconds + download_seconds),
+            ..Transfer::default()
+        }
+    }
+}
+
+/// Confide's throughputs divided by the reference's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TransferRatios {
+    /// Upload MiB/s.
+    pub upload: Option<f64>,
+    /// Download MiB/s.
+    pub download: Option<f64>,
+    /// Round trip MiB/s.
+    pub round_trip: Option<f64>,
+}
+
+impl TransferRatios {
+    /// `confide` divided by `reference`, figure by figure.
+    #[must_use]
+    pub fn of(confide: &Transfer, reference: &Transfer) -> TransferRatios {
+        let ratio = |a: f64, b: f64| (a > 0.0 && b > 0.0).then(|| a / b);
+        TransferRatios {
+            upload: ratio(
+                confide.upload_mib_per_second,
+                reference.upload_mib_per_second,
+            ),
+            download: ratio(
+                confide.download_mib_per_second,
+                reference.download_mib_per_second,
+            ),
+            round_trip: ratio(
+                confide.round_trip_mib_per_second,
+                reference.round_trip_mib_per_second,
+            ),
+        }
+    }
 }
 
 /// Confide's figures divided by the relay's.
@@ -134,6 +233,7 @@ impl RunReport {
             server_problems: BTreeMap::new(),
             notes: Vec::new(),
             vs_relay: None,
+            files: None,
         }
     }
 
@@ -274,37 +374,122 @@ fn row(report: &RunReport) -> [String; 16] {
     ]
 }
 
-/// The human-readable table of `reports`, then ratios to the relay, then notes.
-#[must_use]
-pub fn table(reports: &[RunReport]) -> String {
-    let rows: Vec<[String; 16]> = reports.iter().map(row).collect();
-    let mut widths = COLUMNS.map(|title| title.chars().count());
-    for cells in &rows {
+/// Lines of `cells` under `header`, columns padded to their widest cell: the first
+/// `names` columns left-aligned, the figures right-aligned.
+fn grid(header: &[String], rows: &[Vec<String>], names: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
+    for cells in rows {
         for (width, cell) in widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &[String]| {
+    for cells in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
         let mut text = String::new();
-        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            let pad = width - cell.chars().count();
-            // Names left-aligned, figures right-aligned.
-            if index < 2 {
+        for (index, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            let pad = " ".repeat(width - cell.chars().count());
+            if index < names {
                 text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
+                text.push_str(&pad);
             } else {
-                text.push_str(&" ".repeat(pad));
+                text.push_str(&pad);
                 text.push_str(cell);
             }
             text.push_str("  ");
         }
         out.push_str(text.trim_end());
         out.push('\n');
-    };
-    line(&COLUMNS.map(str::to_owned));
-    for cells in &rows {
-        line(cells);
+    }
+    out
+}
+
+const FILE_COLUMNS: [&str; 12] = [
+    "target",
+    "upload MiB/s",
+    "download MiB/s",
+    "round trip MiB/s",
+    "upload",
+    "download",
+    "srv CPU up",
+    "srv CPU down",
+    "client CPU up",
+    "client CPU down",
+    "srv peak RSS",
+    "verified",
+];
+
+fn file_row(target: &str, transfer: &Transfer) -> Vec<String> {
+    let seconds = |value: f64| format!("{value:.2} s");
+    vec![
+        target.to_owned(),
+        format!("{:.1}", transfer.upload_mib_per_second),
+        format!("{:.1}", transfer.download_mib_per_second),
+        format!("{:.1}", transfer.round_trip_mib_per_second),
+        seconds(transfer.upload_seconds),
+        seconds(transfer.download_seconds),
+        seconds(transfer.server_cpu_upload_seconds),
+        seconds(transfer.server_cpu_download_seconds),
+        seconds(transfer.client_cpu_upload_seconds),
+        seconds(transfer.client_cpu_download_seconds),
+        transfer
+            .server_peak_rss_bytes
+            .map_or_else(|| "-".to_owned(), |bytes| format_bytes(bytes as f64)),
+        if transfer.verified { "yes" } else { "NO" }.to_owned(),
+    ]
+}
+
+/// The files workload's runs: Confide and plain TLS side by side, then the ratios.
+fn files_table(runs: &[&RunReport]) -> String {
+    let mut out = String::new();
+    let header = FILE_COLUMNS.map(str::to_owned);
+    for report in runs {
+        let Some(files) = &report.files else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "files: {} of pseudo-random bytes up and down ({} chunks); round trip = size / \
+             (upload + download time)",
+            format_bytes(files.file_bytes as f64),
+            format_bytes(f64::from(files.chunk_bytes)),
+        );
+        let rows = [
+            file_row(report.target.as_str(), &files.confide),
+            file_row("plain TLS", &files.plain_tls),
+        ];
+        out.push_str(&grid(&header, &rows, 1));
+        let show =
+            |ratio: Option<f64>| ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
+        let _ = writeln!(
+            out,
+            "confide / plain TLS: upload {}, download {}, round trip {}",
+            show(files.vs_plain_tls.upload),
+            show(files.vs_plain_tls.download),
+            show(files.vs_plain_tls.round_trip),
+        );
+    }
+    out
+}
+
+/// The human-readable table of `reports` (the files workload's in a table of its own),
+/// then ratios to the relay, then notes.
+#[must_use]
+pub fn table(reports: &[RunReport]) -> String {
+    let (file_runs, message_runs): (Vec<&RunReport>, Vec<&RunReport>) =
+        reports.iter().partition(|report| report.files.is_some());
+    let mut out = String::new();
+    if !message_runs.is_empty() || file_runs.is_empty() {
+        let rows: Vec<Vec<String>> = message_runs
+            .iter()
+            .map(|report| row(report).to_vec())
+            .collect();
+        out.push_str(&grid(&COLUMNS.map(str::to_owned), &rows, 2));
+    }
+    if !file_runs.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&files_table(&file_runs));
     }
     let comparisons: Vec<&RunReport> = reports
         .iter()
@@ -464,6 +649,73 @@ mod tests {
     }
 
     #[test]
+    fn files_get_a_table_of_their_own_with_ratios_to_plain_tls() {
+        let mut report = RunReport::new(Workload::Files, TargetKind::Confide, 2, 0);
+        let mut confide = Transfer::timed(100 * 1024 * 1024, 2.0, 1.0);
+        confide.server_peak_rss_bytes = Some(60 * 1024 * 1024);
+        confide.verified = true;
+        let mut plain = Transfer::timed(100 * 1024 * 1024, 0.5, 0.5);
+        plain.verified = true;
+        assert!((confide.upload_mib_per_second - 50.0).abs() < 1e-9);
+        assert!((confide.round_trip_mib_per_second - 100.0 / 3.0).abs() < 1e-9);
+        let ratios = TransferRatios::of(&confide, &plain);
+        assert!((ratios.upload.unwrap() - 0.25).abs() < 1e-9);
+        assert!((ratios.download.unwrap() - 0.5).abs() < 1e-9);
+        assert!((ratios.round_trip.unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(
+            TransferRatios::of(&Transfer::default(), &plain).upload,
+            None
+        );
+        report.files = Some(FilesReport {
+            file_bytes: 100 * 1024 * 1024,
+            chunk_bytes: 256 * 1024,
+            confide,
+            plain_tls: plain,
+            vs_plain_tls: ratios,
+        });
+        report.notes.push("a note".to_owned());
+        let fanout = sample(TargetKind::Confide, 600_000.0, 3_000_000);
+        let text = table(&[fanout, report.clone()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("workload  target"), "{text}");
+        assert!(lines[1].starts_with("fanout"), "{text}");
+        assert!(lines.len() > 6, "{text}");
+        assert!(text.contains("files: 100.0 MiB"), "{text}");
+        let confide_line = lines
+            .iter()
+            .find(|line| line.starts_with("confide "))
+            .unwrap();
+        assert!(confide_line.contains("50.0"), "{text}");
+        assert!(confide_line.contains("100.0"), "{text}");
+        assert!(confide_line.contains("60.0 MiB"), "{text}");
+        assert!(confide_line.ends_with("yes"), "{text}");
+        let plain_line = lines
+            .iter()
+            .find(|line| line.starts_with("plain TLS"))
+            .unwrap();
+        assert!(plain_line.contains("200.0"), "{text}");
+        assert!(
+            text.contains("confide / plain TLS: upload 0.25x, download 0.50x, round trip 0.33x"),
+            "{text}"
+        );
+        assert!(
+            text.contains("files confide 2 users:\n    - a note"),
+            "{text}"
+        );
+        // Alone, the files run has no empty message table above it.
+        let alone = table(&[report.clone()]);
+        assert!(alone.starts_with("files: "), "{alone}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert_eq!(json["workload"], "files");
+        assert_eq!(json["files"]["confide"]["verified"], true);
+        assert_eq!(
+            json["files"]["plain_tls"]["server_peak_rss_bytes"],
+            serde_json::Value::Null
+        );
+        assert!(json["files"]["vs_plain_tls"]["round_trip"].is_number());
+    }
+
+    #[test]
     fn json_is_one_line_with_the_fields() {
         let report = sample(TargetKind::Confide, 600_000.0, 3_000_000);
         let json = report.to_json().unwrap();
@@ -475,5 +727,6 @@ mod tests {
         assert_eq!(value["lost"], 0);
         assert_eq!(value["acked"], 2000);
         assert!(value["vs_relay"].is_null());
+        assert!(value["files"].is_null());
     }
 }

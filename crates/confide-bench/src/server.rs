@@ -56,10 +56,19 @@ pub struct TargetProcess {
     dir: tempfile::TempDir,
 }
 
+/// The server's default limit on the size of a file (100 MiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+
 /// The configuration for a Confide server under load: real TLS, real durable storage,
 /// but abuse limits far above anything the bench does and cheap password hashing.
+/// Files of up to `max_file_bytes` are accepted, and an account may store ten of them.
 #[must_use]
-pub fn server_config(outbound_queue: usize, max_inflight_sends: usize) -> String {
+pub fn server_config(
+    outbound_queue: usize,
+    max_inflight_sends: usize,
+    max_file_bytes: u64,
+) -> String {
+    let blob_quota_bytes = max_file_bytes.saturating_mul(10);
     format!(
         "# Written by confide-bench.\n\
          [argon2]\n\
@@ -76,7 +85,11 @@ pub fn server_config(outbound_queue: usize, max_inflight_sends: usize) -> String
          requests_per_second = 1e9\n\
          request_burst = 1e9\n\
          login_attempts_per_address = 4000000000\n\
-         login_failures_per_account = 4000000000\n"
+         login_failures_per_account = 4000000000\n\
+         max_file_bytes = {max_file_bytes}\n\
+         blob_quota_bytes = {blob_quota_bytes}\n\
+         chunk_requests_per_second = 1e9\n\
+         chunk_request_burst = 1e9\n"
     )
 }
 
@@ -365,8 +378,10 @@ mod tests {
 
     #[test]
     fn config_lifts_the_limits() {
-        let config = server_config(65536, 4096);
+        let config = server_config(65536, 4096, DEFAULT_MAX_FILE_BYTES);
         assert!(config.contains("outbound_queue = 65536"));
+        assert!(config.contains("max_file_bytes = 104857600"));
+        assert!(config.contains("chunk_requests_per_second = 1e9"));
         assert!(config.contains("max_inflight_sends = 4096"));
         assert!(config.contains("memory_kib = 64"));
     }

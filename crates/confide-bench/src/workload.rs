@@ -5,6 +5,7 @@
 //! or a new relay), so runs never see each other's users, rooms or memory.
 
 pub mod crowd;
+pub mod files;
 pub mod idle;
 pub mod messages;
 pub mod plan;
@@ -37,17 +38,20 @@ pub enum Workload {
     Sync,
     /// Everyone sends direct messages to random other users.
     Direct,
+    /// One file up and down through two real clients, against a plain TLS copy.
+    Files,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Fanout,
         Workload::Paced,
         Workload::Rooms,
         Workload::Idle,
         Workload::Sync,
         Workload::Direct,
+        Workload::Files,
     ];
 
     /// Lowercase name.
@@ -60,6 +64,7 @@ impl Workload {
             Workload::Idle => "idle",
             Workload::Sync => "sync",
             Workload::Direct => "direct",
+            Workload::Files => "files",
         }
     }
 
@@ -100,6 +105,8 @@ pub struct Spec {
     pub idle_for: Duration,
     /// Direct workload: every message to a new random peer instead of a fixed partner.
     pub direct_random_peers: bool,
+    /// Bytes of the file in the files workload.
+    pub file_bytes: u64,
 }
 
 /// Settings shared by every run.
@@ -195,12 +202,15 @@ pub async fn run(spec: Spec, settings: Settings) -> Result<RunReport> {
     procfs::require_open_files(connections + 256)?;
     let start_settings = settings.clone();
     let kind = spec.target;
+    // The server's own limit unless the files workload moves a larger file.
+    let file_limit = spec.file_bytes.max(server::DEFAULT_MAX_FILE_BYTES);
     let target = tokio::task::spawn_blocking(move || match kind {
         TargetKind::Confide => TargetProcess::start_confide(
             &start_settings.server_bin,
             &server::server_config(
                 start_settings.outbound_queue,
                 (start_settings.window as usize * 2).max(1024),
+                file_limit,
             ),
         ),
         TargetKind::Relay => TargetProcess::start_relay(&start_settings.bench_exe),
@@ -229,6 +239,7 @@ pub async fn run(spec: Spec, settings: Settings) -> Result<RunReport> {
             }
             Workload::Idle => idle::run(&mut ctx).await,
             Workload::Sync => sync::run(&mut ctx).await,
+            Workload::Files => files::run(&mut ctx).await,
         }
     })
     .await

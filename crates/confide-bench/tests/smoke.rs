@@ -122,6 +122,8 @@ fn every_workload_at_toy_size() {
         "12",
         "--idle-seconds",
         "0.2",
+        "--file-mib",
+        "1",
     ]);
     let workloads: Vec<&str> = runs
         .iter()
@@ -129,7 +131,9 @@ fn every_workload_at_toy_size() {
         .collect();
     assert_eq!(
         workloads,
-        ["fanout", "paced", "rooms", "idle", "sync", "direct"]
+        [
+            "fanout", "paced", "rooms", "idle", "sync", "direct", "files"
+        ]
     );
     for run in &runs {
         assert_nothing_lost(run);
@@ -151,4 +155,39 @@ fn every_workload_at_toy_size() {
     assert_eq!(by_name("sync")["latency_kind"], "catch_up");
     assert_eq!(by_name("idle")["connections"], 12);
     assert!(by_name("idle")["rss_per_connection_bytes"].is_number());
+}
+
+#[test]
+fn a_file_goes_up_and_down_through_confide_and_plain_tls() {
+    let runs = bench(&["--workload", "files", "--file-mib", "3", "--users", "10,20"]);
+    // Once, whatever `--users` says.
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert_nothing_lost(run);
+    assert_eq!(run["workload"], "files");
+    assert_eq!(run["users"], 2);
+    let files = &run["files"];
+    assert_eq!(files["file_bytes"], 3 * 1024 * 1024, "{run}");
+    assert_eq!(files["chunk_bytes"], 256 * 1024, "{run}");
+    for side in ["confide", "plain_tls"] {
+        let transfer = &files[side];
+        assert_eq!(transfer["verified"], true, "{side}: {run}");
+        for figure in [
+            "upload_mib_per_second",
+            "download_mib_per_second",
+            "round_trip_mib_per_second",
+        ] {
+            assert!(
+                transfer[figure].as_f64().unwrap() > 0.0,
+                "{side} {figure}: {run}"
+            );
+        }
+    }
+    assert!(
+        files["confide"]["server_peak_rss_bytes"].as_u64().unwrap() > 0,
+        "{run}"
+    );
+    for ratio in ["upload", "download", "round_trip"] {
+        assert!(files["vs_plain_tls"][ratio].is_number(), "{ratio}: {run}");
+    }
 }

@@ -182,13 +182,24 @@ impl ClientHandle {
     /// [`ClientError::RetriesExhausted`] if no answer came in time;
     /// [`ClientError::Closed`] after [`ClientHandle::close`].
     pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
+        let answer = self.submit(request).await?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Hands a request to the connection and returns where its answer will arrive:
+    /// requests submitted one after another reach the server in that order (chunks of
+    /// an upload must), while their answers are awaited later.
+    pub(crate) async fn submit(
+        &self,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Result<Reply, ClientError>>, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .commands
             .send(Command::Request { request, reply })
             .await
             .map_err(|_| ClientError::Closed)?;
-        answer.await.map_err(|_| ClientError::Closed)?
+        Ok(answer)
     }
 
     /// Asks the end-to-end layer and waits for its answer.

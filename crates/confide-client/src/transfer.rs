@@ -30,7 +30,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+/// Where the answer to a submitted request arrives.
+type Answer = oneshot::Receiver<Result<Reply, ClientError>>;
+
+/// The answer to a submitted request.
+async fn settle(answer: Answer) -> Result<Reply, ClientError> {
+    answer.await.map_err(|_| ClientError::Closed)?
+}
 
 /// Chunks in flight at once in each direction: enough to keep a fast link busy while
 /// the other side works on earlier chunks.
@@ -684,55 +691,44 @@ impl ClientHandle {
         source: &Source,
         progress: &Progress,
     ) -> Result<BlobInfo, ClientError> {
-        let mut inflight: VecDeque<JoinHandle<Result<Reply, ClientError>>> = VecDeque::new();
+        // Submitted in order from this loop (never from tasks of their own, which could
+        // reach the connection out of order and be refused as "expected chunk N").
+        let mut inflight: VecDeque<Answer> = VecDeque::new();
         let mut latest = *info;
-        let settle = |reply: Result<Result<Reply, ClientError>, tokio::task::JoinError>| {
-            reply.map_err(|err| ClientError::Protocol(format!("upload task failed: {err}")))?
-        };
-        let result = async {
-            for index in info.received..layout.chunks() {
-                let source = source.clone();
-                let key = key.clone();
-                let sealed = blocking(move || {
-                    let plain = source.read_chunk(layout, index)?;
-                    Ok(file::seal_chunk(&key, layout, index, &plain)?)
+        for index in info.received..layout.chunks() {
+            let source = source.clone();
+            let key = key.clone();
+            let sealed = blocking(move || {
+                let plain = source.read_chunk(layout, index)?;
+                Ok(file::seal_chunk(&key, layout, index, &plain)?)
+            })
+            .await?;
+            inflight.push_back(
+                self.submit(Request::PutChunk {
+                    blob: info.blob,
+                    index,
+                    data: sealed,
                 })
-                .await?;
-                let handle = self.clone();
-                let blob = info.blob;
-                inflight.push_back(tokio::spawn(async move {
-                    handle
-                        .request(Request::PutChunk {
-                            blob,
-                            index,
-                            data: sealed,
-                        })
-                        .await
-                }));
-                if inflight.len() >= WINDOW
-                    && let Some(front) = inflight.pop_front()
-                {
-                    latest = blob_info(settle(front.await)?)?;
-                    progress(TransferProgress {
-                        done: layout.offset(latest.received).min(layout.size()),
-                        total: layout.size(),
-                    });
-                }
-            }
-            while let Some(front) = inflight.pop_front() {
-                latest = blob_info(settle(front.await)?)?;
+                .await?,
+            );
+            if inflight.len() >= WINDOW
+                && let Some(front) = inflight.pop_front()
+            {
+                latest = blob_info(settle(front).await?)?;
                 progress(TransferProgress {
                     done: layout.offset(latest.received).min(layout.size()),
                     total: layout.size(),
                 });
             }
-            Ok(latest)
         }
-        .await;
-        for task in inflight {
-            task.abort();
+        while let Some(front) = inflight.pop_front() {
+            latest = blob_info(settle(front).await?)?;
+            progress(TransferProgress {
+                done: layout.offset(latest.received).min(layout.size()),
+                total: layout.size(),
+            });
         }
-        result
+        Ok(latest)
     }
 
     /// Downloads, decrypts and checks a file, and saves it as `out` (resuming an
@@ -922,27 +918,20 @@ impl ClientHandle {
         next: &mut u32,
         progress: &Progress,
     ) -> Result<(), ClientError> {
-        let mut inflight: VecDeque<(u32, JoinHandle<Result<Reply, ClientError>>)> = VecDeque::new();
+        let mut inflight: VecDeque<(u32, Answer)> = VecDeque::new();
         let mut requested = *next;
         let result = async {
             while *next < layout.chunks() {
                 while requested < layout.chunks() && inflight.len() < WINDOW {
-                    let handle = self.clone();
                     let index = requested;
-                    inflight.push_back((
-                        index,
-                        tokio::spawn(async move {
-                            handle.request(Request::GetChunk { blob, index }).await
-                        }),
-                    ));
+                    inflight
+                        .push_back((index, self.submit(Request::GetChunk { blob, index }).await?));
                     requested += 1;
                 }
-                let Some((index, task)) = inflight.pop_front() else {
+                let Some((index, answer)) = inflight.pop_front() else {
                     break;
                 };
-                let reply = task.await.map_err(|err| {
-                    ClientError::Protocol(format!("download task failed: {err}"))
-                })??;
+                let reply = settle(answer).await?;
                 let Reply::Chunk {
                     data, index: got, ..
                 } = reply
@@ -993,9 +982,8 @@ impl ClientHandle {
             Ok(())
         }
         .await;
-        for (_, task) in inflight {
-            task.abort();
-        }
+        // Answers still on their way are dropped with `inflight`.
+        drop(inflight);
         result
     }
 
