@@ -29,6 +29,76 @@ use crate::pcm::SAMPLE_RATE;
 /// How long to wait for a device thread to open its stream before giving up.
 const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The thread that owns one cpal stream: it opens the stream, reports whether that
+/// worked, keeps the stream alive while `keep` runs, and drops it when `keep` returns.
+/// `keep` gets the channel that [`DeviceThread::shut_down`] (or dropping) closes.
+struct DeviceThread {
+    stop_tx: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeviceThread {
+    /// Starts the thread `name`, which runs `open` and then `keep`; answers what `open`
+    /// answered besides the stream, or its reason for failing (also when it does not
+    /// answer within [`OPEN_TIMEOUT`], or the thread cannot start).
+    fn start<T: Send + 'static>(
+        name: &str,
+        open: impl FnOnce() -> Result<(cpal::Stream, T), String> + Send + 'static,
+        keep: impl FnOnce(&std::sync::mpsc::Receiver<()>) + Send + 'static,
+    ) -> Result<(DeviceThread, T), String> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let stream = match open() {
+                    Ok((stream, opened)) => {
+                        let _ = ready_tx.send(Ok(opened));
+                        stream
+                    }
+                    Err(reason) => {
+                        let _ = ready_tx.send(Err(reason));
+                        return;
+                    }
+                };
+                keep(&stop_rx);
+                drop(stream);
+            })
+            .map_err(|err| format!("cannot start the audio thread: {err}"))?;
+        match ready_rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(opened)) => Ok((
+                DeviceThread {
+                    stop_tx: Some(stop_tx),
+                    thread: Some(thread),
+                },
+                opened,
+            )),
+            Ok(Err(reason)) => {
+                let _ = thread.join();
+                Err(reason)
+            }
+            // The thread is stuck in the audio system; leave it behind rather than hang.
+            Err(_) => Err("the audio device did not open in time".into()),
+        }
+    }
+
+    /// Tells the thread to stop and waits until it has dropped the stream.
+    fn shut_down(&mut self) {
+        if let Some(stop_tx) = self.stop_tx.take() {
+            let _ = stop_tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
 /// Whether the default microphone and speaker seem usable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Availability {

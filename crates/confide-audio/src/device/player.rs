@@ -2,12 +2,11 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, StreamTrait};
 
-use super::{Direction, OPEN_TIMEOUT, describe, find_device};
+use super::{DeviceThread, Direction, OPEN_TIMEOUT, describe, find_device};
 use crate::error::AudioError;
 use crate::pcm::{Pcm, SAMPLE_RATE};
 use crate::resample::resample;
@@ -21,8 +20,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// [`wait`](Self::wait) tell when all samples have been handed to the device.
 pub struct Player {
     progress: Arc<Shared>,
-    stop_tx: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: DeviceThread,
     total: Duration,
     device_name: String,
 }
@@ -70,51 +68,26 @@ impl Player {
             state: Mutex::new(Progress::default()),
             changed: Condvar::new(),
         });
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread_progress = Arc::clone(&progress);
-        let thread = std::thread::Builder::new()
-            .name("confide-audio-player".into())
-            .spawn(move || {
-                let stream = match open_stream(pcm, Arc::clone(&thread_progress)) {
-                    Ok((stream, name)) => {
-                        let _ = ready_tx.send(Ok(name));
-                        stream
-                    }
-                    Err(reason) => {
-                        let _ = ready_tx.send(Err(reason));
-                        return;
-                    }
-                };
+        let open_progress = Arc::clone(&progress);
+        let keep_progress = Arc::clone(&progress);
+        let (thread, device_name) = DeviceThread::start(
+            "confide-audio-player",
+            move || open_stream(pcm, open_progress),
+            // Until every sample is played, or a stop request, or the Player is dropped.
+            move |stop| {
                 loop {
-                    match stop_rx.recv_timeout(POLL_INTERVAL) {
-                        Err(mpsc::RecvTimeoutError::Timeout) if !thread_progress.finished() => {}
+                    match stop.recv_timeout(POLL_INTERVAL) {
+                        Err(mpsc::RecvTimeoutError::Timeout) if !keep_progress.finished() => {}
                         _ => break,
                     }
                 }
-                drop(stream);
-                thread_progress.finish(None);
-            })
-            .map_err(|err| {
-                AudioError::NoSpeaker(format!("cannot start the audio thread: {err}"))
-            })?;
-        let device_name = match ready_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(name)) => name,
-            Ok(Err(reason)) => {
-                let _ = thread.join();
-                return Err(AudioError::NoSpeaker(reason));
-            }
-            Err(_) => {
-                drop(stop_tx);
-                return Err(AudioError::NoSpeaker(
-                    "the audio output device did not open in time".into(),
-                ));
-            }
-        };
+                keep_progress.finish(None);
+            },
+        )
+        .map_err(AudioError::NoSpeaker)?;
         Ok(Player {
             progress,
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
+            thread,
             total,
             device_name,
         })
@@ -168,22 +141,7 @@ impl Player {
 
     /// Stops playback now.
     pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        if let Some(stop_tx) = self.stop_tx.take() {
-            let _ = stop_tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Player {
-    fn drop(&mut self) {
-        self.shut_down();
+        self.thread.shut_down();
     }
 }
 

@@ -1,13 +1,11 @@
 //! Recording from the default microphone.
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, StreamTrait};
 
-use super::{Direction, OPEN_TIMEOUT, describe, find_device};
+use super::{DeviceThread, Direction, OPEN_TIMEOUT, describe, find_device};
 use crate::error::AudioError;
 use crate::pcm::{MAX_SAMPLES, Pcm, SAMPLE_RATE, duration_of, sanitize};
 use crate::resample::Resampler;
@@ -21,8 +19,7 @@ const LEVEL_WINDOW: usize = SAMPLE_RATE as usize / 20;
 /// them. Recording stops growing at [`MAX_DURATION`](crate::MAX_DURATION).
 pub struct Recorder {
     captured: Arc<Mutex<Captured>>,
-    stop_tx: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: DeviceThread,
     device_name: String,
 }
 
@@ -54,47 +51,19 @@ impl Recorder {
     /// no usable configuration, or opening or starting its stream fails.
     pub fn start() -> Result<Recorder, AudioError> {
         let captured = Arc::new(Mutex::new(Captured::default()));
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread_captured = Arc::clone(&captured);
-        let thread = std::thread::Builder::new()
-            .name("confide-audio-recorder".into())
-            .spawn(move || {
-                let stream = match open_stream(thread_captured) {
-                    Ok((stream, name)) => {
-                        let _ = ready_tx.send(Ok(name));
-                        stream
-                    }
-                    Err(reason) => {
-                        let _ = ready_tx.send(Err(reason));
-                        return;
-                    }
-                };
-                // Either a stop request or the Recorder being dropped ends the wait.
-                let _ = stop_rx.recv();
-                drop(stream);
-            })
-            .map_err(|err| {
-                AudioError::NoMicrophone(format!("cannot start the audio thread: {err}"))
-            })?;
-        let device_name = match ready_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(name)) => name,
-            Ok(Err(reason)) => {
-                let _ = thread.join();
-                return Err(AudioError::NoMicrophone(reason));
-            }
-            Err(_) => {
-                // The thread is stuck in the audio system; leave it behind rather than hang.
-                drop(stop_tx);
-                return Err(AudioError::NoMicrophone(
-                    "the audio input device did not open in time".into(),
-                ));
-            }
-        };
+        let (thread, device_name) = DeviceThread::start(
+            "confide-audio-recorder",
+            move || open_stream(thread_captured),
+            // Either a stop request or the Recorder being dropped ends the wait.
+            |stop| {
+                let _ = stop.recv();
+            },
+        )
+        .map_err(AudioError::NoMicrophone)?;
         Ok(Recorder {
             captured,
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
+            thread,
             device_name,
         })
     }
@@ -140,7 +109,7 @@ impl Recorder {
     ///
     /// [`AudioError::NoMicrophone`] if the device failed before delivering any sample.
     pub fn stop(mut self) -> Result<Pcm, AudioError> {
-        self.shut_down();
+        self.thread.shut_down();
         let captured = std::mem::take(&mut *self.lock());
         match captured.error {
             Some(error) if captured.samples.is_empty() => Err(AudioError::NoMicrophone(error)),
@@ -148,24 +117,9 @@ impl Recorder {
         }
     }
 
-    fn shut_down(&mut self) {
-        if let Some(stop_tx) = self.stop_tx.take() {
-            let _ = stop_tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Captured> {
         // A poisoned lock only means a callback panicked mid-append; the samples are usable.
         self.captured.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.shut_down();
     }
 }
 

@@ -1,12 +1,10 @@
 //! Playing audio as it arrives (live voice) on the default speaker.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::OPEN_TIMEOUT;
+use super::DeviceThread;
 use super::player::{Fill, start_output};
 use crate::error::AudioError;
 use crate::pcm::SAMPLE_RATE;
@@ -24,8 +22,7 @@ const MAX_QUEUED_SECONDS: usize = 1;
 pub struct StreamPlayer {
     shared: Arc<Mutex<Queue>>,
     resampler: Mutex<Option<Resampler>>,
-    stop_tx: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: DeviceThread,
     device_name: String,
     device_rate: u32,
 }
@@ -100,67 +97,43 @@ impl StreamPlayer {
     /// [`AudioError::NoSpeaker`] with the reason when there is no usable output device.
     pub fn start() -> Result<StreamPlayer, AudioError> {
         let shared = Arc::new(Mutex::new(Queue::default()));
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("confide-audio-stream".into())
-            .spawn(move || {
-                let errors = Arc::clone(&thread_shared);
-                let on_error = move |err: cpal::Error| {
-                    if err.kind() != cpal::ErrorKind::Xrun {
-                        lock(&errors).error = Some(format!("the speaker stopped: {err}"));
+        let open = move || {
+            let errors = Arc::clone(&thread_shared);
+            let on_error = move |err: cpal::Error| {
+                if err.kind() != cpal::ErrorKind::Xrun {
+                    lock(&errors).error = Some(format!("the speaker stopped: {err}"));
+                }
+            };
+            let mut rate = SAMPLE_RATE;
+            let (stream, name) = start_output(
+                |config| {
+                    rate = config.sample_rate;
+                    Drain {
+                        shared: thread_shared,
+                        channels: usize::from(config.channels).max(1),
                     }
-                };
-                let mut rate = SAMPLE_RATE;
-                let opened = start_output(
-                    |config| {
-                        rate = config.sample_rate;
-                        Drain {
-                            shared: thread_shared,
-                            channels: usize::from(config.channels).max(1),
-                        }
-                    },
-                    on_error,
-                );
-                let stream = match opened {
-                    Ok((stream, name)) => {
-                        let _ = ready_tx.send(Ok((name, rate)));
-                        stream
-                    }
-                    Err(reason) => {
-                        let _ = ready_tx.send(Err(reason));
-                        return;
-                    }
-                };
-                // Keeps the stream until told to stop (or the player is dropped).
-                let _ = stop_rx.recv();
-                drop(stream);
-            })
-            .map_err(|err| {
-                AudioError::NoSpeaker(format!("cannot start the audio thread: {err}"))
-            })?;
-        let (device_name, device_rate) = match ready_rx.recv_timeout(OPEN_TIMEOUT) {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(reason)) => {
-                let _ = thread.join();
-                return Err(AudioError::NoSpeaker(reason));
-            }
-            Err(_) => {
-                drop(stop_tx);
-                return Err(AudioError::NoSpeaker(
-                    "the audio output device did not open in time".into(),
-                ));
-            }
+                },
+                on_error,
+            )?;
+            Ok((stream, (name, rate)))
         };
+        let (thread, (device_name, device_rate)) = DeviceThread::start(
+            "confide-audio-stream",
+            open,
+            // Until a stop request or the player is dropped.
+            |stop| {
+                let _ = stop.recv();
+            },
+        )
+        .map_err(AudioError::NoSpeaker)?;
         lock(&shared).max = usize::try_from(device_rate).unwrap_or(usize::MAX) * MAX_QUEUED_SECONDS;
         let resampler =
             (device_rate != SAMPLE_RATE).then(|| Resampler::new(SAMPLE_RATE, device_rate));
         Ok(StreamPlayer {
             shared,
             resampler: Mutex::new(resampler),
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
+            thread,
             device_name,
             device_rate,
         })
@@ -224,21 +197,6 @@ impl StreamPlayer {
 
     /// Stops playback now (what is queued is not played).
     pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        if let Some(stop_tx) = self.stop_tx.take() {
-            let _ = stop_tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for StreamPlayer {
-    fn drop(&mut self) {
-        self.shut_down();
+        self.thread.shut_down();
     }
 }
