@@ -7,22 +7,22 @@
 //! error or a disconnect of that one connection, logged, and nothing else waits on it.
 
 use crate::limits::TokenBucket;
-use crate::outbound::{ConnId, Outbound};
+use crate::outbound::{ConnId, Outbound, Outgoing};
 use crate::state::Shared;
-use bytes::{Bytes, BytesMut};
+use crate::tls::stream::{self, TlsReader, TlsWriter};
+use bytes::BytesMut;
 use confide_proto::frame::{DecodeError, FrameDecoder};
 use confide_proto::handshake::{self, ServerHello, ServerHelloResult};
 use confide_proto::{
     ClientFrame, ClientHello, DeviceId, ErrorCode, ProtoError, Request, ServerFrame, UserId,
     UserName,
 };
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -33,16 +33,6 @@ mod voice;
 
 /// Bytes gathered into one write at most.
 const MAX_COALESCE: usize = 256 * 1024;
-
-/// A write buffer larger than this is released after use rather than kept.
-const KEEP_BATCH_CAPACITY: usize = 64 * 1024;
-
-/// Read buffer space reserved when nothing suggests more is coming.
-const SMALL_READ: usize = 512;
-
-/// Read buffer space reserved after a read filled the buffer (the client is sending a
-/// lot, so read in larger pieces).
-const LARGE_READ: usize = 32 * 1024;
 
 /// How long the writer keeps trying to deliver final frames to a closing peer.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -87,7 +77,7 @@ enum End {
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -101,15 +91,15 @@ pub async fn serve(
         // Boxed: the handshake's state is large and only needed briefly; inline, it would
         // size every connection's task for the connection's whole life.
         let handshake = Box::pin(tokio::time::timeout(limits.handshake_timeout(), async {
-            let mut tls = acceptor.accept(stream).await.map_err(|err| format!("TLS handshake failed: {err}"))?;
-            let version = hello(&mut tls, &shared).await?;
-            Ok::<_, String>((tls, version))
+            let (mut reader, mut writer) = stream::accept(stream, tls_config).await.map_err(|err| format!("TLS handshake failed: {err}"))?;
+            let version = hello(&mut reader, &mut writer, &shared).await?;
+            Ok::<_, String>((reader, writer, version))
         }));
-        let tls = tokio::select! {
+        let (reader, writer) = tokio::select! {
             result = handshake => match result {
-                Ok(Ok((tls, version))) => {
+                Ok(Ok((reader, writer, version))) => {
                     tracing::debug!(version, "handshake complete");
-                    tls
+                    (reader, writer)
                 }
                 Ok(Err(reason)) => {
                     tracing::warn!(%reason, "handshake failed");
@@ -124,7 +114,6 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        let (reader, writer) = tokio::io::split(tls);
         let kill = CancellationToken::new();
         let (out, queue) = Outbound::new(conn, shared.config.limits.outbound_queue, kill.clone());
         let write_task = tokio::spawn(write_loop(writer, queue, kill.clone()).in_current_span());
@@ -176,8 +165,9 @@ pub async fn serve(
     .await;
 }
 
-async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
-    tls: &mut S,
+async fn hello(
+    reader: &mut TlsReader,
+    writer: &mut TlsWriter,
     shared: &Shared,
 ) -> Result<u32, String> {
     let decoder = FrameDecoder::new(4096);
@@ -188,8 +178,7 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(None) => {}
             Err(err) => return Err(format!("bad hello: {err}")),
         }
-        buf.reserve(decoder.bytes_wanted(&buf));
-        match tls.read_buf(&mut buf).await {
+        match reader.read(&mut buf).await {
             Ok(0) => return Err("closed during handshake".to_owned()),
             Ok(_) => {}
             Err(err) => return Err(format!("read failed during handshake: {err}")),
@@ -218,84 +207,82 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut frame = BytesMut::new();
     confide_proto::encode_frame(&answer, 4096, &mut frame).map_err(|err| err.to_string())?;
-    tls.write_all(&frame)
-        .await
-        .map_err(|err| format!("write failed during handshake: {err}"))?;
-    tls.flush()
+    writer
+        .write(&frame)
         .await
         .map_err(|err| format!("write failed during handshake: {err}"))?;
     result
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut queue: mpsc::Receiver<Bytes>,
-    kill: CancellationToken,
-) {
-    // Allocated only when several frames are ready at once, and released again when it
-    // grew large, so an idle connection holds no write buffer.
+async fn write_loop(mut writer: TlsWriter, mut queue: Outgoing, kill: CancellationToken) {
+    // Frames taken from the queue in one step, and the buffer they are gathered in when
+    // there are several; both are released whenever the queue runs dry, so an idle
+    // connection holds neither.
+    let mut frames = VecDeque::new();
     let mut batch = BytesMut::new();
     loop {
-        let first = tokio::select! {
-            biased;
-            frame = queue.recv() => frame,
-            () = kill.cancelled() => break,
-        };
-        let Some(first) = first else { break };
-        let mut next = queue.try_recv().ok();
-        let written = if next.is_none() {
-            // The common case at chat rates: one frame, written as it is.
-            write_all_flush(&mut writer, &first).await
-        } else {
-            batch.extend_from_slice(&first);
-            while let Some(frame) = next.take() {
-                batch.extend_from_slice(&frame);
-                if batch.len() < MAX_COALESCE {
-                    next = queue.try_recv().ok();
+        if !queue.try_take_all(&mut frames) {
+            // Nothing to send: hold no buffers while waiting.
+            frames = VecDeque::new();
+            batch = BytesMut::new();
+            writer.release_buffers();
+            tokio::select! {
+                biased;
+                () = queue.take_all(&mut frames) => {}
+                () = writer.records_waiting() => {
+                    // The reader left TLS records to answer with (a key update, an alert).
+                    if writer.write(&[]).await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
+                () = kill.cancelled() => break,
             }
-            // A write to a peer that does not read blocks here; the connection task
-            // gives up on this writer after a grace period and aborts it.
-            let written = write_all_flush(&mut writer, &batch).await;
-            batch.clear();
-            if batch.capacity() > KEEP_BATCH_CAPACITY {
-                batch = BytesMut::new();
+        }
+        while let Some(first) = frames.pop_front() {
+            let written = if frames.is_empty() {
+                // The common case at chat rates: one frame, written as it is.
+                writer.write(&first).await
+            } else {
+                batch.extend_from_slice(&first);
+                while batch.len() < MAX_COALESCE {
+                    let Some(frame) = frames.pop_front() else {
+                        break;
+                    };
+                    batch.extend_from_slice(&frame);
+                }
+                // A write to a peer that does not read blocks here; the connection task
+                // gives up on this writer after a grace period and aborts it.
+                let written = writer.write(&batch).await;
+                batch.clear();
+                written
+            };
+            if written.is_err() {
+                return;
             }
-            written
-        };
-        if written.is_err() {
-            return;
         }
     }
     // Closing: deliver what is already queued (such as a final error).
-    while let Ok(frame) = queue.try_recv() {
+    queue.try_take_all(&mut frames);
+    for frame in frames.drain(..) {
         batch.extend_from_slice(&frame);
     }
-    if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
+    if !batch.is_empty() && writer.write(&batch).await.is_err() {
         return;
     }
-    let _ = writer.shutdown().await;
-}
-
-async fn write_all_flush<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
+    writer.close().await;
 }
 
 impl Connection {
-    async fn read_loop<R: AsyncRead + Unpin>(
+    async fn read_loop(
         &mut self,
-        mut reader: R,
+        mut reader: TlsReader,
         kill: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> End {
         let limits = self.shared.config.limits.clone();
         let decoder = FrameDecoder::new(limits.max_frame_bytes as usize);
         let mut buf = BytesMut::new();
-        let mut read_size = SMALL_READ;
         let started = Instant::now();
         let mut requests =
             TokenBucket::new(limits.requests_per_second, limits.request_burst, started);
@@ -397,11 +384,10 @@ impl Connection {
             } else {
                 tokio::time::Instant::from_std(started) + limits.login_timeout()
             };
-            if buf.is_empty() && buf.capacity() > LARGE_READ {
-                // Release what a burst made the buffer grow to.
+            if buf.is_empty() && buf.capacity() > 0 {
+                // Nothing partial is waiting: an idle connection holds no buffer.
                 buf = BytesMut::new();
             }
-            buf.reserve(decoder.bytes_wanted(&buf).max(read_size));
             tokio::select! {
                 () = kill.cancelled() => return End::TooSlow,
                 () = shutdown.cancelled() => return End::Shutdown,
@@ -409,10 +395,9 @@ impl Connection {
                     let what = if self.user.is_some() { "no traffic for too long" } else { "did not log in in time" };
                     return End::Fatal(ProtoError::new(ErrorCode::Timeout, what));
                 }
-                read = reader.read_buf(&mut buf) => match read {
+                read = reader.read(&mut buf) => match read {
                     Ok(0) => return End::PeerClosed,
-                    // A read that filled the buffer means more is waiting: read bigger.
-                    Ok(_) => read_size = if buf.capacity() == buf.len() { LARGE_READ } else { SMALL_READ },
+                    Ok(_) => {}
                     Err(err) => return End::Io(err),
                 },
             }

@@ -127,7 +127,7 @@ pub async fn start(
     );
     let local_addr = listener.local_addr()?;
     events.record("start", &[("listen", &local_addr)]);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+    let tls_config = Arc::clone(&tls.config);
     let blob_expiry = blob_max_age.map(|max_age| {
         tokio::spawn(blobs::expire_periodically(
             blob_store,
@@ -145,7 +145,7 @@ pub async fn start(
                     Ok((stream, peer)) => {
                         connections.spawn(connection::serve(
                             Arc::clone(&shared),
-                            acceptor.clone(),
+                            Arc::clone(&tls_config),
                             stream,
                             peer,
                             shutdown.clone(),

@@ -5,6 +5,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use confide_server::store::{SqliteStore, Store as _, StoredKind};
 use confide_server::{Config, tls};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,7 +120,9 @@ async fn serve(config: Config) -> Result<()> {
         shutdown.cancel();
     });
     server.wait().await?;
-    println!("confide-server stopped");
+    // Whoever started the server may have closed its standard output by now (a
+    // supervisor, a benchmark); `println!` would panic then.
+    let _ = writeln!(std::io::stdout(), "confide-server stopped");
     Ok(())
 }
 

@@ -41,6 +41,15 @@ const RECENT_NONCES: usize = 65_536;
 /// Commands queued per room before senders wait.
 const QUEUE: usize = 4096;
 
+/// Rooms with at least this many members online gather presence changes and send them
+/// together; smaller rooms tell each change at once.
+const PRESENCE_GATHER_FROM: usize = 100;
+
+/// How long a large room gathers presence changes. When thousands of people log in at
+/// once (a server restart), telling each login to everyone online separately would be
+/// millions of frames; gathered, each online member gets a few frames a second.
+const PRESENCE_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A user as room actors see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Person {
@@ -348,6 +357,10 @@ struct RoomActor {
     watch_failed: Option<confide_proto::Epoch>,
     context: RoomContext,
     notices: mpsc::UnboundedSender<Notice>,
+    /// Presence changes not yet told, with whether each user was online before them.
+    presence_changes: HashMap<UserId, bool>,
+    /// When the gathered presence changes are told.
+    presence_due: Option<tokio::time::Instant>,
 }
 
 /// Loads a room's state and starts its actor.
@@ -390,6 +403,8 @@ pub async fn spawn(
         watch_failed: None,
         context,
         notices,
+        presence_changes: HashMap::new(),
+        presence_due: None,
     };
     actor.apply(loaded);
     tracker.spawn(actor.run(rx, notices_rx));
@@ -439,6 +454,29 @@ fn load(store: &dyn Store, id: RoomId, owner: Option<UserId>) -> Result<Loaded, 
         nonces: store.recent_nonces(id, RECENT_NONCES)?,
         group: store.group(id)?,
     })
+}
+
+/// Encoded frames one after another, as one piece to queue.
+fn concat<'a>(frames: impl Iterator<Item = &'a bytes::Bytes>) -> bytes::Bytes {
+    let frames: Vec<&bytes::Bytes> = frames.collect();
+    match frames.as_slice() {
+        [one] => (*one).clone(),
+        many => {
+            let mut joined = bytes::BytesMut::with_capacity(many.iter().map(|f| f.len()).sum());
+            for frame in many {
+                joined.extend_from_slice(frame);
+            }
+            joined.freeze()
+        }
+    }
+}
+
+/// Resolves at `due`, or never without one.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn now() -> Timestamp {
@@ -493,6 +531,7 @@ impl RoomActor {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = sleep_until_due(self.presence_due) => self.tell_presence(),
                 Some(notice) = notices.recv() => self.on_notice(notice).await,
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
@@ -981,22 +1020,58 @@ impl RoomActor {
     }
 
     fn presence(&mut self, user: UserId, online: bool) {
-        let Some(member) = self.members.get(&user) else {
+        self.presence_changes.entry(user).or_insert(!online);
+        if self.subscribers.len() < PRESENCE_GATHER_FROM {
+            self.tell_presence();
+        } else if self.presence_due.is_none() {
+            self.presence_due = Some(tokio::time::Instant::now() + PRESENCE_GATHER);
+        }
+    }
+
+    /// Tells everyone online the presence changes gathered since the last time, as one
+    /// write of concatenated frames per connection. A user who went and came back in
+    /// between is not mentioned; nobody is told about themselves.
+    fn tell_presence(&mut self) {
+        self.presence_due = None;
+        let mut frames = Vec::new();
+        for (user, was_online) in self.presence_changes.drain() {
+            let online = self.subscribers.contains_key(&user);
+            let Some(member) = self.members.get(&user) else {
+                continue;
+            };
+            if online == was_online {
+                continue;
+            }
+            let frame = ServerFrame::Event(Event::Presence {
+                room: self.record.id,
+                user: member.name.clone(),
+                online,
+            });
+            if let Some(frame) = encode(&frame) {
+                frames.push((user, frame));
+            }
+        }
+        if frames.is_empty() {
             return;
-        };
-        let frame = ServerFrame::Event(Event::Presence {
-            room: self.record.id,
-            user: member.name.clone(),
-            online,
-        });
-        let Some(frame) = encode(&frame) else {
-            return;
-        };
+        }
+        let all = concat(frames.iter().map(|(_, frame)| frame));
         for (other, outs) in &self.subscribers {
-            if *other != user {
-                for out in outs {
-                    out.push(frame.clone());
+            let bytes = if frames.iter().any(|(user, _)| user == other) {
+                let rest = concat(
+                    frames
+                        .iter()
+                        .filter(|(user, _)| user != other)
+                        .map(|(_, frame)| frame),
+                );
+                if rest.is_empty() {
+                    continue;
                 }
+                rest
+            } else {
+                all.clone()
+            };
+            for out in outs {
+                out.push(bytes.clone());
             }
         }
     }

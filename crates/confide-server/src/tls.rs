@@ -4,6 +4,8 @@
 //! reuses it afterwards; clients pin its SHA-256 fingerprint. A real certificate chain
 //! and key can be configured instead.
 
+pub mod stream;
+
 use anyhow::{Context as _, Result, bail};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
@@ -42,7 +44,7 @@ pub fn fingerprint_of(cert: &CertificateDer<'_>) -> [u8; 32] {
     Sha256::digest(cert.as_ref()).into()
 }
 
-const CERT_FILE: &str = "server-cert.pem";
+pub(crate) const CERT_FILE: &str = "server-cert.pem";
 const KEY_FILE: &str = "server-key.pem";
 
 /// Loads the configured certificate, or the self-signed one in `data_dir`, making it

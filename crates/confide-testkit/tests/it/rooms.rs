@@ -5,6 +5,7 @@ use confide_proto::{
     RoomKind, Target,
 };
 use confide_testkit::{RawClient, TIMEOUT, TestServer};
+use std::time::Duration;
 
 async fn user(server: &TestServer, name: &str) -> RawClient {
     let mut client = server.raw().await.unwrap();
@@ -401,4 +402,57 @@ async fn presence_follows_connections() {
     second.ok(Request::Ping).await.unwrap();
     let list = members(&mut alice, lobby).await;
     assert_eq!(list[1], ("bob".into(), false, true));
+}
+
+/// In a room with 100 or more members online, presence changes are gathered and sent
+/// together; each still arrives, once, and nobody hears about themselves.
+#[tokio::test]
+async fn presence_in_a_large_room_is_gathered_and_complete() {
+    let server = TestServer::start().await.unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut crowd = Vec::new();
+    for index in 0..110 {
+        crowd.push(user(&server, &format!("crowd{index}")).await);
+    }
+    let mut late = Vec::new();
+    for index in 0..5 {
+        late.push(user(&server, &format!("late{index}")).await);
+    }
+    // Alice hears each late user come online, then, once they leave, go offline: each
+    // change exactly once. (Coming and going within one gathering would be left out.)
+    let mut heard: std::collections::BTreeMap<String, Vec<bool>> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for round in [true, false] {
+        if !round {
+            late.clear();
+        }
+        while heard.values().map(Vec::len).sum::<usize>() < if round { 5 } else { 10 } {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "heard only {heard:?}"
+            );
+            if let Event::Presence { user, online, .. } = alice.next_event(TIMEOUT).await.unwrap() {
+                assert_ne!(user.as_str(), "alice", "told about herself");
+                if user.as_str().starts_with("late") {
+                    heard
+                        .entry(user.as_str().to_owned())
+                        .or_default()
+                        .push(online);
+                }
+            }
+        }
+    }
+    let expected: std::collections::BTreeMap<String, Vec<bool>> = (0..5)
+        .map(|index| (format!("late{index}"), vec![true, false]))
+        .collect();
+    assert_eq!(heard, expected);
+    // Members' online state agrees.
+    let lobby = alice.lobby().await.unwrap();
+    let listed = members(&mut alice, lobby).await;
+    assert_eq!(listed.len(), 116);
+    assert!(
+        listed
+            .iter()
+            .all(|(name, _, online)| *online != name.as_str().starts_with("late"))
+    );
 }
