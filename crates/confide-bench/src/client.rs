@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::BufReader;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -127,9 +128,13 @@ pub struct Link {
     pub pending: BytesMut,
 }
 
+/// Bytes the socket is read in at a time, below TLS: rustls alone reads 4 KiB per call,
+/// so a full 16 KiB record would cost four system calls.
+const SOCKET_READ: usize = 16 * 1024 + 512;
+
 /// A logged-in (or logging-in) Confide connection used one request at a time.
 pub struct Session {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<BufReader<TcpStream>>,
     buf: BytesMut,
     decoder: FrameDecoder,
     next_id: u64,
@@ -151,6 +156,7 @@ impl Session {
             .context("TCP connect failed")?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("localhost")?.to_owned();
+        let tcp = BufReader::with_capacity(SOCKET_READ, tcp);
         let stream = tokio::time::timeout(STEP_TIMEOUT, tls.connect(name, tcp))
             .await
             .context("TLS handshake timed out")?

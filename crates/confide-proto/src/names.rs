@@ -32,7 +32,20 @@ pub enum NameError {
 }
 
 fn validate(raw: &str, min: usize, max: usize) -> Result<String, NameError> {
-    let display: String = raw.trim().nfc().collect();
+    let trimmed = raw.trim();
+    // ASCII text is already in NFC: most names skip the normalization pass (every
+    // name in every decoded frame is validated, so this is on the hot path).
+    let display: String = if trimmed.is_ascii() {
+        trimmed.to_owned()
+    } else {
+        trimmed.nfc().collect()
+    };
+    check(&display, min, max)?;
+    Ok(display)
+}
+
+/// The rules for a name already trimmed and in NFC.
+fn check(display: &str, min: usize, max: usize) -> Result<(), NameError> {
     let len = display.chars().count();
     if len < min || len > max {
         return Err(NameError::Length { min, max, len });
@@ -45,7 +58,7 @@ fn validate(raw: &str, min: usize, max: usize) -> Result<String, NameError> {
     if !display.chars().next().is_some_and(char::is_alphanumeric) {
         return Err(NameError::BadStart);
     }
-    Ok(display)
+    Ok(())
 }
 
 fn canonical(display: &str) -> String {
@@ -98,6 +111,11 @@ macro_rules! name_type {
         impl TryFrom<String> for $name {
             type Error = NameError;
             fn try_from(raw: String) -> Result<Self, NameError> {
+                // A decoded name is usually already valid as it is: keep its allocation.
+                if raw.is_ascii() && raw.trim().len() == raw.len() {
+                    check(&raw, $min, $max)?;
+                    return Ok(Self { display: raw });
+                }
                 Self::parse(&raw)
             }
         }
@@ -158,6 +176,15 @@ impl RoomName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Decoding (which keeps an already valid ASCII name as it is) and parsing agree.
+        #[test]
+        fn decoding_and_parsing_agree(raw in "[ a-zA-Z0-9_.\\-\u{e9}\u{301}\u{212b}!]{0,40}") {
+            proptest::prop_assert_eq!(UserName::try_from(raw.clone()), UserName::parse(&raw));
+            proptest::prop_assert_eq!(RoomName::try_from(raw.clone()), RoomName::parse(&raw));
+        }
+    }
 
     #[test]
     fn case_and_normalization_fold_together() {

@@ -10,7 +10,7 @@ use crate::limits::TokenBucket;
 use crate::outbound::{ConnId, Outbound, Outgoing};
 use crate::state::Shared;
 use crate::tls::stream::{self, TlsReader, TlsWriter};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use confide_proto::frame::{DecodeError, FrameDecoder};
 use confide_proto::handshake::{self, ServerHello, ServerHelloResult};
 use confide_proto::{
@@ -116,7 +116,7 @@ pub async fn serve(
         };
         let kill = CancellationToken::new();
         let (out, queue) = Outbound::new(conn, shared.config.limits.outbound_queue, kill.clone());
-        let write_task = tokio::spawn(write_loop(writer, queue, kill.clone()).in_current_span());
+        let write_task = tokio::spawn(write_loop(writer, queue).in_current_span());
         let mut connection = Connection {
             inflight: Arc::new(Semaphore::new(shared.config.limits.max_inflight_sends.max(1))),
             unsent_chunks: Arc::new(Semaphore::new(blobs::MAX_UNSENT_CHUNKS)),
@@ -155,6 +155,7 @@ pub async fn serve(
         // Let the writer flush what is queued (the final error included), then stop;
         // a peer that does not read gets a short grace period, no more.
         kill.cancel();
+        connection.out.stop_writer();
         let mut write_task = write_task;
         if tokio::time::timeout(CLOSE_GRACE, &mut write_task).await.is_err() {
             write_task.abort();
@@ -214,10 +215,10 @@ async fn hello(
     result
 }
 
-async fn write_loop(mut writer: TlsWriter, mut queue: Outgoing, kill: CancellationToken) {
+async fn write_loop(mut writer: TlsWriter, mut queue: Outgoing) {
     // Frames taken from the queue in one step, and the buffer they are gathered in when
     // there are several; both are released whenever the queue runs dry, so an idle
-    // connection holds neither.
+    // connection holds neither. The queue's one wake-up also says when to stop.
     let mut frames = VecDeque::new();
     let mut batch = BytesMut::new();
     loop {
@@ -226,17 +227,8 @@ async fn write_loop(mut writer: TlsWriter, mut queue: Outgoing, kill: Cancellati
             frames = VecDeque::new();
             batch = BytesMut::new();
             writer.release_buffers();
-            tokio::select! {
-                biased;
-                () = queue.take_all(&mut frames) => {}
-                () = writer.records_waiting() => {
-                    // The reader left TLS records to answer with (a key update, an alert).
-                    if writer.write(&[]).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                () = kill.cancelled() => break,
+            if !queue.take_all(&mut frames).await {
+                break;
             }
         }
         while let Some(first) = frames.pop_front() {
@@ -397,7 +389,12 @@ impl Connection {
                 }
                 read = reader.read(&mut buf) => match read {
                     Ok(0) => return End::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if reader.take_records_waiting() {
+                            // An empty frame: the writer sends the TLS records first.
+                            self.out.push(Bytes::new());
+                        }
+                    }
                     Err(err) => return End::Io(err),
                 },
             }

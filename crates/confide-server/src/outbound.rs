@@ -31,6 +31,8 @@ struct Queue {
     capacity: usize,
     /// The writer is gone.
     closed: AtomicBool,
+    /// The writer should finish (the connection is ending or was cut off).
+    stop: AtomicBool,
     too_slow: AtomicBool,
 }
 
@@ -61,11 +63,14 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Waits until frames are queued, then moves all of them into `into` (which must be
-    /// empty) in one step.
-    pub async fn take_all(&mut self, into: &mut VecDeque<Bytes>) {
+    /// empty) in one step. Returns false, without waiting, once the writer should stop.
+    pub async fn take_all(&mut self, into: &mut VecDeque<Bytes>) -> bool {
         loop {
             if self.try_take_all(into) {
-                return;
+                return true;
+            }
+            if self.queue.stop.load(Ordering::Acquire) {
+                return false;
             }
             self.queue.ready.notified().await;
         }
@@ -109,6 +114,7 @@ impl Outbound {
             ready: Notify::new(),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             too_slow: AtomicBool::new(false),
         });
         (
@@ -157,6 +163,7 @@ impl Outbound {
                 );
             }
             self.kill.cancel();
+            self.stop_writer();
             return false;
         }
         let first = frames.is_empty();
@@ -174,6 +181,12 @@ impl Outbound {
     /// audio instead of being disconnected. Returns whether the frame was queued.
     pub fn offer(&self, frame: Bytes) -> bool {
         self.enqueue(frame, self.queue.capacity.div_ceil(2))
+    }
+
+    /// Tells the writer to finish: it sends what is queued and closes the connection.
+    pub fn stop_writer(&self) {
+        self.queue.stop.store(true, Ordering::Release);
+        self.queue.ready.notify_one();
     }
 
     /// Encodes and queues one frame.

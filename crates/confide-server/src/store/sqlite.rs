@@ -2,7 +2,10 @@
 //!
 //! Writes go through one connection and commit with `synchronous = FULL`, so an
 //! acknowledged append survives a crash or power loss; reads use a second connection
-//! so that they never wait behind a commit's fsync.
+//! so that they never wait behind a commit's fsync. A third connection, on a thread of
+//! its own, copies the write-ahead log back into the database (a passive checkpoint,
+//! which never blocks the writer), so commits do not pay for that copy and its fsync;
+//! the writer checkpoints itself only if the log grows very large.
 
 use super::{
     Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomRecord,
@@ -26,6 +29,38 @@ pub(super) use schema::SCHEMA_V1;
 pub struct SqliteStore {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Dropping it stops the checkpoint thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the checkpoint thread copies the log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Log pages after which the writer checkpoints by itself (about 40 MiB): a backstop in
+/// case the checkpoint thread cannot keep up.
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+
+/// Starts the thread that checkpoints the log of the database at `path`.
+fn start_checkpoints(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = Connection::open(path).map_err(db)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(db)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("confide-checkpoint".to_owned())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(cause = %err, "checkpoint failed");
+                }
+            }
+        })
+        .map_err(|err| {
+            StoreError::Database(format!("cannot start the checkpoint thread: {err}"))
+        })?;
+    Ok(stop)
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -200,12 +235,13 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let mut writer = Connection::open(path).map_err(db)?;
         writer
-            .execute_batch(
+            .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 5000;",
-            )
+                 PRAGMA busy_timeout = 5000;
+                 PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+            ))
             .map_err(db)?;
         schema::migrate(&mut writer).map_err(|err| match err {
             schema::MigrateError::Sqlite(err) => db(err),
@@ -215,9 +251,11 @@ impl SqliteStore {
         reader
             .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
             .map_err(db)?;
+        let checkpoints = start_checkpoints(path)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            _checkpoints: checkpoints,
         })
     }
 }

@@ -6,7 +6,7 @@
 //! holds no buffer at all. The connection splits into a [`TlsReader`] (the request loop)
 //! and a [`TlsWriter`] (the writer task) around one shared rustls state. Records the
 //! reader has to send (alerts) are left for the writer, which sends them before anything
-//! it encrypts after; rustls keeps a key update answering the peer's ahead of the data
+//! it encrypts after (the reader's owner says when to: `take_records_waiting`); rustls keeps a key update answering the peer's ahead of the data
 //! sealed under the new keys.
 
 use bytes::BytesMut;
@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
 
 /// Bytes read at a time while a peer sends little.
 const SMALL_READ: usize = 4 * 1024;
@@ -48,8 +47,6 @@ type Status<'c, 'i> = UnbufferedStatus<'c, 'i, ServerConnectionData>;
 /// rustls' state for one connection, shared by its reader and writer.
 struct Shared {
     tls: Mutex<State>,
-    /// Signalled when the reader left records in `State::pending`.
-    flush: Notify,
 }
 
 struct State {
@@ -140,7 +137,6 @@ pub async fn accept(
                         conn,
                         pending: Vec::new(),
                     }),
-                    flush: Notify::new(),
                 });
                 let reader = TlsReader {
                     tcp: read,
@@ -150,6 +146,7 @@ pub async fn accept(
                     early,
                     large: false,
                     closed: false,
+                    records_waiting: false,
                 };
                 return Ok((
                     reader,
@@ -255,9 +252,17 @@ pub struct TlsReader {
     large: bool,
     /// The peer ended its side (close_notify or end of stream).
     closed: bool,
+    /// Records were left for the writer since [`TlsReader::take_records_waiting`].
+    records_waiting: bool,
 }
 
 impl TlsReader {
+    /// Whether reading left TLS records for the writer to send (answers to the peer,
+    /// which [`TlsWriter::write`] sends first thing, even with no data); clears it.
+    pub fn take_records_waiting(&mut self) -> bool {
+        std::mem::take(&mut self.records_waiting)
+    }
+
     /// Waits for application data and appends it to `dst`. Returns the number of bytes
     /// appended; 0 means the peer closed the connection.
     ///
@@ -360,15 +365,11 @@ impl TlsReader {
             }
         }
         if let Some(err) = failure {
+            // The writer sends the alert when the connection closes.
             drain_alerts(&mut state.conn, &mut state.pending);
-            drop(guard);
-            self.shared.flush.notify_one();
             return Err(tls_error(err));
         }
-        drop(guard);
-        if flush {
-            self.shared.flush.notify_one();
-        }
+        self.records_waiting |= flush;
         Ok(got)
     }
 }
@@ -382,12 +383,6 @@ pub struct TlsWriter {
 }
 
 impl TlsWriter {
-    /// Resolves when the reader left records to send (see [`TlsWriter::write`] with no
-    /// data).
-    pub async fn records_waiting(&self) {
-        self.shared.flush.notified().await;
-    }
-
     /// Encrypts `plain` (in records of up to 16 KiB) and writes it, after any records
     /// the reader left. An empty `plain` writes only those.
     ///
@@ -654,9 +649,6 @@ mod tests {
             .unwrap();
         assert!(result.is_err(), "garbage read as {result:?}");
         // The writer sends the alert rustls queued.
-        tokio::time::timeout(LIMIT, writer.records_waiting())
-            .await
-            .unwrap();
         writer.write(&[]).await.unwrap();
         let mut answer = [0u8; 5];
         tokio::time::timeout(LIMIT, tcp.read_exact(&mut answer))
