@@ -22,6 +22,7 @@
 
 mod body;
 mod client;
+mod entry_view;
 mod procfs;
 mod relay;
 mod report;

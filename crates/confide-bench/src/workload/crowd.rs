@@ -9,6 +9,7 @@
 
 use crate::body::{Stamp, now_ns};
 use crate::client::{Link, Session, user_name};
+use crate::entry_view::message_entry;
 use crate::relay;
 use crate::server::TargetKind;
 use crate::stats::{Outcome, Receipts};
@@ -322,6 +323,15 @@ impl Reader {
             .map_err(|err| format!("bad frame from the server: {err}"))?
         {
             count += 1;
+            // Most frames are messages: read those in place (see `entry_view`).
+            if let Some(entry) = message_entry(&payload) {
+                let cursor = self.cursors.entry(entry.room).or_default();
+                *cursor = (*cursor).max(entry.seq);
+                if let Some(stamp) = Stamp::parse(entry.body) {
+                    self.record(stamp, now);
+                }
+                continue;
+            }
             let frame = ServerFrame::from_payload(&payload)
                 .map_err(|err| format!("undecodable frame from the server: {err}"))?;
             match frame {
