@@ -33,9 +33,11 @@ const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024 + 512;
 /// Records the reader left for the writer are kept in a buffer of at most this size.
 const KEEP_PENDING: usize = 4 * 1024;
 
-/// Steps of rustls' state machine handled in one go before giving up (each step either
-/// consumes input or produces output, so a real connection needs only a few).
-const MAX_STEPS: usize = 1024;
+/// Steps of rustls' state machine handled in one go, a guard against a bug rather than a
+/// limit: each step consumes input or produces output, so the steps are bounded by the
+/// buffer (a 64 KiB read holds at most about 13,000 records, each at least a 5-byte
+/// header).
+const MAX_STEPS: usize = 1 << 16;
 
 /// Payload bytes of one TLS record, and what a record adds to them (header, content
 /// type and AEAD tag in TLS 1.3).
