@@ -338,6 +338,20 @@ impl<T> Slot<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Where chunk `index` of this blob lies (offset and length), if the blob is complete
+    /// and still there; `state` is the slot's state, locked by the caller.
+    fn chunk_range(&self, state: &SlotState<T>, index: u32) -> Result<(u64, usize), BlobError> {
+        if !state.complete || state.removed {
+            return Err(BlobError::NotFound);
+        }
+        let len = self.meta.chunk_len(index).ok_or(BlobError::NoChunk {
+            index,
+            received: self.meta.chunks(),
+        })?;
+        let len = usize::try_from(len).map_err(|_| BlobError::Corrupt("chunk too large".into()))?;
+        Ok((self.meta.offset(index), len))
+    }
+
     fn record(&self, state: &SlotState<T>) -> BlobRecord {
         BlobRecord {
             meta: self.meta,

@@ -285,22 +285,11 @@ impl BlobStore for FsBlobStore {
 
     fn chunk(&self, id: BlobId, index: u32) -> Result<Vec<u8>, BlobError> {
         let slot = self.index.get(id).ok_or(BlobError::NotFound)?;
-        {
-            let state = slot.lock();
-            if !state.complete || state.removed {
-                return Err(BlobError::NotFound);
-            }
-        }
         // A complete blob never changes again, so it is read without its lock.
-        let meta = slot.meta;
-        let len = meta.chunk_len(index).ok_or(BlobError::NoChunk {
-            index,
-            received: meta.chunks(),
-        })?;
-        let len = usize::try_from(len).map_err(|_| BlobError::Corrupt("chunk too large".into()))?;
+        let (offset, len) = slot.chunk_range(&slot.lock(), index)?;
         let file = File::open(self.path(id, BLOB))?;
         let mut data = vec![0; len];
-        file.read_exact_at(&mut data, meta.offset(index))?;
+        file.read_exact_at(&mut data, offset)?;
         Ok(data)
     }
 

@@ -57,20 +57,10 @@ impl BlobStore for MemoryBlobStore {
     fn chunk(&self, id: BlobId, index: u32) -> Result<Vec<u8>, BlobError> {
         let slot = self.index.get(id).ok_or(BlobError::NotFound)?;
         let state = slot.lock();
-        if !state.complete || state.removed {
-            return Err(BlobError::NotFound);
-        }
-        let meta = slot.meta;
-        let missing = BlobError::NoChunk {
-            index,
-            received: meta.chunks(),
-        };
-        let len = meta.chunk_len(index).ok_or(missing)?;
-        let start = usize::try_from(meta.offset(index))
-            .map_err(|_| BlobError::Corrupt("offset too large".into()))?;
-        let end = start.saturating_add(
-            usize::try_from(len).map_err(|_| BlobError::Corrupt("chunk too large".into()))?,
-        );
+        let (offset, len) = slot.chunk_range(&state, index)?;
+        let start =
+            usize::try_from(offset).map_err(|_| BlobError::Corrupt("offset too large".into()))?;
+        let end = start.saturating_add(len);
         state
             .data
             .get(start..end)

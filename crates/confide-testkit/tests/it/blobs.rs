@@ -5,41 +5,14 @@
 //! The uploaded bytes stand in for ciphertext (the client core's encryption is tested in
 //! `files`); the server never looks at them either way.
 
+use crate::support::{create_room, login, user};
 use confide_proto::{
-    BlobId, BlobInfo, DeviceId, ErrorCode, Event, ProtoError, Reply, Request, RoomEncryption,
-    RoomId, blob_chunks,
+    BlobId, BlobInfo, DeviceId, ErrorCode, Event, ProtoError, Reply, Request, RoomId, blob_chunks,
 };
 use confide_testkit::{RawClient, TestServer, files_under};
 
 /// Chunk size used by most tests: small, so blobs of a few chunks stay small.
 const CHUNK: u32 = 4096;
-
-async fn user(server: &TestServer, name: &str) -> RawClient {
-    let mut client = server.raw().await.unwrap();
-    client.register(name).await.unwrap();
-    client
-}
-
-async fn login(server: &TestServer, name: &str) -> RawClient {
-    let mut client = server.raw().await.unwrap();
-    client.login(name).await.unwrap().unwrap();
-    client
-}
-
-async fn create_room(client: &mut RawClient, name: &str, private: bool) -> RoomId {
-    match client
-        .ok(Request::CreateRoom {
-            name: name.to_owned(),
-            private,
-            encryption: RoomEncryption::Mls,
-        })
-        .await
-        .unwrap()
-    {
-        Reply::Room(info) => info.id,
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 fn info(result: Result<Reply, ProtoError>) -> BlobInfo {
     match result {

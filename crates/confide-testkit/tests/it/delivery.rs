@@ -5,6 +5,7 @@
 
 mod mls;
 
+use crate::support::user;
 use confide_proto::{
     ClaimedKeyPackage, DeviceId, EntryKind, Epoch, ErrorCode, Event, IdentityBundle, LogEntry,
     PendingWelcome, ProtoError, Reply, Request, RoomEncryption, RoomId, RoomInfo, RoomKind, Seq,
@@ -21,12 +22,6 @@ const MAX_EVENTS: usize = 10_000;
 const ALICE_DEVICE: DeviceId = DeviceId(0xa11ce);
 const BOB_DEVICE: DeviceId = DeviceId(0xb0b);
 const CAROL_DEVICE: DeviceId = DeviceId(u64::MAX - 7);
-
-async fn user(server: &TestServer, name: &str) -> RawClient {
-    let mut client = server.raw().await.unwrap();
-    client.register(name).await.unwrap();
-    client
-}
 
 async fn relogin(server: &TestServer, name: &str, device: DeviceId) -> RawClient {
     let mut client = server.raw().await.unwrap();

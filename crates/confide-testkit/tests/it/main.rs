@@ -14,4 +14,5 @@ mod live;
 mod messaging;
 mod protocol;
 mod rooms;
+mod support;
 mod voice;

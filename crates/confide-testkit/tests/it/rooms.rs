@@ -1,35 +1,12 @@
 //! Rooms: create, invite, join, leave, kick, ban, lists, presence, and persistence.
 
+use crate::support::{create_room, user};
 use confide_proto::{
     EntryKind, ErrorCode, Event, MemberChange, Membership, Reply, Request, RoomEncryption, RoomId,
     RoomKind, Target,
 };
 use confide_testkit::{RawClient, TIMEOUT, TestServer};
 use std::time::Duration;
-
-async fn user(server: &TestServer, name: &str) -> RawClient {
-    let mut client = server.raw().await.unwrap();
-    client.register(name).await.unwrap();
-    client
-}
-
-async fn create(client: &mut RawClient, name: &str, private: bool) -> RoomId {
-    match client
-        .ok(Request::CreateRoom {
-            name: name.to_owned(),
-            private,
-            encryption: RoomEncryption::Mls,
-        })
-        .await
-        .unwrap()
-    {
-        Reply::Room(info) => {
-            assert_eq!(info.membership, Membership::Joined);
-            info.id
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 /// Waits for the membership entry `change` of `who` in `room`.
 async fn expect_member(client: &mut RawClient, room: RoomId, who: &str, change: MemberChange) {
@@ -60,7 +37,7 @@ async fn public_rooms_are_created_listed_and_joined() {
     let server = TestServer::start().await.unwrap();
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
-    let room = create(&mut alice, "General", false).await;
+    let room = create_room(&mut alice, "General", false).await;
     let err = bob
         .request(Request::CreateRoom {
             name: "general".into(),
@@ -137,7 +114,7 @@ async fn private_rooms_need_an_invitation() {
     let server = TestServer::start().await.unwrap();
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
-    let room = create(&mut alice, "secret", true).await;
+    let room = create_room(&mut alice, "secret", true).await;
     let err = bob
         .request(Request::Join {
             name: "secret".into(),
@@ -192,7 +169,7 @@ async fn owners_kick_and_ban_and_others_cannot() {
     let mut alice = user(&server, "alice").await;
     let mut bob = user(&server, "bob").await;
     let mut carol = user(&server, "carol").await;
-    let room = create(&mut alice, "club", false).await;
+    let room = create_room(&mut alice, "club", false).await;
     bob.ok(Request::Join {
         name: "club".into(),
     })
@@ -308,7 +285,7 @@ async fn membership_and_bans_survive_a_restart() {
         let mut bob = user(&server, "bob").await;
         let mut carol = server.raw().await.unwrap();
         let carol_token = carol.register("carol").await.unwrap();
-        let room = create(&mut alice, "keep", false).await;
+        let room = create_room(&mut alice, "keep", false).await;
         bob.ok(Request::Join {
             name: "keep".into(),
         })
