@@ -7,7 +7,7 @@
 //! error or a disconnect of that one connection, logged, and nothing else waits on it.
 
 use crate::limits::TokenBucket;
-use crate::outbound::{ConnId, Outbound, Outgoing};
+use crate::outbound::{self, ConnId, Outbound};
 use crate::state::Shared;
 use crate::tls::stream::{self, TlsReader, TlsWriter};
 use bytes::{Bytes, BytesMut};
@@ -17,7 +17,6 @@ use confide_proto::{
     ClientFrame, ClientHello, DeviceId, ErrorCode, ProtoError, Request, ServerFrame, UserId,
     UserName,
 };
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +29,6 @@ mod blobs;
 mod delivery;
 mod requests;
 mod voice;
-
-/// Bytes gathered into one write at most.
-const MAX_COALESCE: usize = 256 * 1024;
 
 /// How long the writer keeps trying to deliver final frames to a closing peer.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -115,8 +111,8 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let kill = CancellationToken::new();
-        let (out, queue) = Outbound::new(conn, shared.config.limits.outbound_queue, kill.clone());
-        let write_task = tokio::spawn(write_loop(writer, queue).in_current_span());
+        let (out, queue) = Outbound::new(conn, shared.config.limits.outbound_queue, kill.clone(), Some(writer.sink()));
+        let write_task = tokio::spawn(outbound::write_loop(writer, queue).in_current_span());
         let mut connection = Connection {
             inflight: Arc::new(Semaphore::new(shared.config.limits.max_inflight_sends.max(1))),
             unsent_chunks: Arc::new(Semaphore::new(blobs::MAX_UNSENT_CHUNKS)),
@@ -213,56 +209,6 @@ async fn hello(
         .await
         .map_err(|err| format!("write failed during handshake: {err}"))?;
     result
-}
-
-async fn write_loop(mut writer: TlsWriter, mut queue: Outgoing) {
-    // Frames taken from the queue in one step, and the buffer they are gathered in when
-    // there are several; both are released whenever the queue runs dry, so an idle
-    // connection holds neither. The queue's one wake-up also says when to stop.
-    let mut frames = VecDeque::new();
-    let mut batch = BytesMut::new();
-    loop {
-        if !queue.try_take_all(&mut frames) {
-            // Nothing to send: hold no buffers while waiting.
-            frames = VecDeque::new();
-            batch = BytesMut::new();
-            writer.release_buffers();
-            if !queue.take_all(&mut frames).await {
-                break;
-            }
-        }
-        while let Some(first) = frames.pop_front() {
-            let written = if frames.is_empty() {
-                // The common case at chat rates: one frame, written as it is.
-                writer.write(&first).await
-            } else {
-                batch.extend_from_slice(&first);
-                while batch.len() < MAX_COALESCE {
-                    let Some(frame) = frames.pop_front() else {
-                        break;
-                    };
-                    batch.extend_from_slice(&frame);
-                }
-                // A write to a peer that does not read blocks here; the connection task
-                // gives up on this writer after a grace period and aborts it.
-                let written = writer.write(&batch).await;
-                batch.clear();
-                written
-            };
-            if written.is_err() {
-                return;
-            }
-        }
-    }
-    // Closing: deliver what is already queued (such as a final error).
-    queue.try_take_all(&mut frames);
-    for frame in frames.drain(..) {
-        batch.extend_from_slice(&frame);
-    }
-    if !batch.is_empty() && writer.write(&batch).await.is_err() {
-        return;
-    }
-    writer.close().await;
 }
 
 impl Connection {

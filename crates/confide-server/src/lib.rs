@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod config;
 pub mod connection;
 pub mod eventlog;
+pub mod fanout;
 pub mod limits;
 pub mod outbound;
 pub mod persist;

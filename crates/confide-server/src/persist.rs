@@ -6,6 +6,7 @@
 //! fsync for many messages under load instead of skipping durability; a single FIFO
 //! thread keeps every room's entries in sequence order.
 
+use crate::fanout::FanOut;
 use crate::outbound::{Outbound, encode};
 use crate::store::{Effect, Store, Write};
 use bytes::Bytes;
@@ -17,6 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 /// Most entries committed in one transaction.
 const MAX_BATCH: usize = 2048;
+
+/// Batches of at most this many jobs are delivered by writing to idle sockets directly.
+const DIRECT_BATCH: usize = 2;
 
 /// Jobs waiting for the persister before room actors wait for room.
 const QUEUE: usize = 8192;
@@ -103,6 +107,7 @@ pub fn start(
 fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes = Vec::with_capacity(MAX_BATCH);
+    let mut fan_out = FanOut::new();
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
@@ -124,6 +129,9 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
                     micros = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
+                // A lone entry (chat rates) is written to idle receivers' sockets from
+                // here; under load the writers coalesce many entries per write instead.
+                let direct = jobs.len() <= DIRECT_BATCH;
                 let mut stored = writes.drain(..);
                 for job in jobs.drain(..) {
                     let write = if job.original.is_none() {
@@ -131,7 +139,7 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
                     } else {
                         None
                     };
-                    deliver(job, write);
+                    deliver(job, write, direct.then_some(&mut fan_out));
                 }
             }
             Err(err) => {
@@ -145,14 +153,24 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn deliver(job: Job, write: Option<Write>) {
+fn deliver(job: Job, write: Option<Write>, direct: Option<&mut FanOut>) {
     let mut place = job.original;
     if let Some(Write::Append(append)) = write {
         let entry = append.entry;
         place = Some((entry.room, entry.seq, entry.timestamp));
         if let Some(frame) = encode(&ServerFrame::Event(Event::Entry(entry))) {
-            for out in job.recipients.iter().chain(job.extra.iter()) {
-                out.push(frame.clone());
+            match direct {
+                Some(fan_out) => {
+                    fan_out.deliver(&frame, &job.recipients);
+                    for out in &job.extra {
+                        fan_out.deliver_one(&frame, out);
+                    }
+                }
+                None => {
+                    for out in job.recipients.iter().chain(job.extra.iter()) {
+                        out.push(frame.clone());
+                    }
+                }
             }
         }
         // Only after the entry is queued: the room reacts to the notice with frames of its

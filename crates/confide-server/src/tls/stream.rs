@@ -53,8 +53,18 @@ struct Shared {
 
 struct State {
     conn: UnbufferedServerConnection,
+    /// Ciphertext read but not yet processed (a partial record); empty and without an
+    /// allocation while the connection is idle. It lives here, not in the reader,
+    /// because rustls must be shown the same input on every call, the writer's too: it
+    /// keeps the pieces of a handshake message split over records inside that input.
+    /// The reader processes every whole record under the same lock it reads under, so
+    /// the writer only ever finds partial ones.
+    incoming: Vec<u8>,
+    used: usize,
     /// Encoded records produced while reading, not yet written.
     pending: Vec<u8>,
+    /// rustls failed on this connection: it is not asked anything more.
+    failed: bool,
 }
 
 impl Shared {
@@ -137,14 +147,15 @@ pub async fn accept(
                 let shared = Arc::new(Shared {
                     tls: Mutex::new(State {
                         conn,
+                        incoming,
+                        used,
                         pending: Vec::new(),
+                        failed: false,
                     }),
                 });
                 let reader = TlsReader {
                     tcp: read,
                     shared: Arc::clone(&shared),
-                    incoming,
-                    used,
                     early,
                     large: false,
                     closed: false,
@@ -153,8 +164,7 @@ pub async fn accept(
                 return Ok((
                     reader,
                     TlsWriter {
-                        tcp: write,
-                        shared,
+                        sink: Arc::new(TlsSink { tcp: write, shared }),
                         out: Vec::new(),
                     },
                 ));
@@ -181,7 +191,7 @@ pub async fn accept(
             }
             Next::Fail(err) => {
                 // rustls queued the alert that tells the peer why; send it if we can.
-                drain_alerts(&mut conn, &mut out);
+                take_alert(&mut conn, &mut incoming[..used], &mut out);
                 if !out.is_empty() {
                     let _ = tcp.write_all(&out).await;
                 }
@@ -225,14 +235,12 @@ fn encode_into(encode: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut V
     out.truncate(start);
 }
 
-/// Collects records rustls queued after a failure (the fatal alert) into `out`.
-fn drain_alerts(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
-    for _ in 0..16 {
-        match conn.process_tls_records(&mut []).state {
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, out),
-            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-            _ => return,
-        }
+/// Appends the fatal alert rustls queued after a failure to `out`. One step only: a
+/// further step would read the input again, which after a failure rustls must not do.
+fn take_alert(conn: &mut UnbufferedServerConnection, incoming: &mut [u8], out: &mut Vec<u8>) {
+    if let Ok(ConnectionState::EncodeTlsData(mut encode)) = conn.process_tls_records(incoming).state
+    {
+        encode_into(&mut encode, out);
     }
 }
 
@@ -244,10 +252,6 @@ fn tls_error(err: rustls::Error) -> io::Error {
 pub struct TlsReader {
     tcp: OwnedReadHalf,
     shared: Arc<Shared>,
-    /// Ciphertext read but not yet processed (a partial record); empty and without an
-    /// allocation while the connection is idle.
-    incoming: Vec<u8>,
-    used: usize,
     /// Plaintext that arrived with the handshake.
     early: BytesMut,
     /// The last read filled its space: read larger pieces.
@@ -276,39 +280,46 @@ impl TlsReader {
             dst.extend_from_slice(&early);
             return Ok(early.len());
         }
+        let mut got = self.process(dst, false)?;
         loop {
-            let got = self.decrypt(dst)?;
             if got > 0 {
                 return Ok(got);
             }
             if self.closed {
                 return Ok(0);
             }
-            if self.used == 0 && !self.incoming.is_empty() {
-                // Nothing partial is waiting: an idle connection holds no buffer.
-                self.incoming = Vec::new();
-            }
             self.tcp.readable().await?;
+            got = self.process(dst, true)?;
+        }
+    }
+
+    /// Reads what the socket has (with `read`, without waiting), then decrypts every
+    /// whole record into `dst`, all under the lock: the writer never finds a whole
+    /// record unprocessed.
+    fn process(&mut self, dst: &mut BytesMut, read: bool) -> io::Result<usize> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        if state.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the TLS connection failed",
+            ));
+        }
+        if read {
             let step = if self.large { LARGE_READ } else { SMALL_READ };
-            if self.incoming.len() < self.used + step {
-                self.incoming.resize(self.used + step, 0);
+            if state.incoming.len() < state.used + step {
+                state.incoming.resize(state.used + step, 0);
             }
-            match self.tcp.try_read(&mut self.incoming[self.used..]) {
+            match self.tcp.try_read(&mut state.incoming[state.used..]) {
                 Ok(0) => self.closed = true,
                 Ok(read) => {
-                    self.large = self.used + read == self.incoming.len();
-                    self.used += read;
+                    self.large = state.used + read == state.incoming.len();
+                    state.used += read;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) => return Err(err),
             }
         }
-    }
-
-    /// Decrypts every whole record in the input into `dst`.
-    fn decrypt(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
-        let mut guard = self.shared.lock();
-        let state = &mut *guard;
         let mut got = 0;
         let mut flush = false;
         let mut failure = None;
@@ -318,7 +329,7 @@ impl TlsReader {
                 state: step,
             } = state
                 .conn
-                .process_tls_records(&mut self.incoming[..self.used]);
+                .process_tls_records(&mut state.incoming[..state.used]);
             let again = match step {
                 Ok(ConnectionState::ReadTraffic(mut read)) => {
                     while let Some(record) = read.next_record() {
@@ -361,14 +372,26 @@ impl TlsReader {
                     false
                 }
             };
-            consume(&mut self.incoming, &mut self.used, discard);
+            consume(&mut state.incoming, &mut state.used, discard);
             if !again {
                 break;
             }
         }
+        if state.used == 0 && !state.incoming.is_empty() {
+            // Nothing partial is waiting: an idle connection holds no buffer.
+            state.incoming = Vec::new();
+        }
         if let Some(err) = failure {
             // The writer sends the alert when the connection closes.
-            drain_alerts(&mut state.conn, &mut state.pending);
+            state.failed = true;
+            let State {
+                conn,
+                incoming,
+                used,
+                pending,
+                ..
+            } = state;
+            take_alert(conn, &mut incoming[..*used], pending);
             return Err(tls_error(err));
         }
         self.records_waiting |= flush;
@@ -376,29 +399,177 @@ impl TlsReader {
     }
 }
 
-/// The sending half: encrypts application data and writes it.
-pub struct TlsWriter {
+/// The sending side of the socket with the connection's TLS state: shared by the writer
+/// task and by whoever writes to an idle connection directly (see `outbound`). It does
+/// not order writers; its users take turns.
+pub struct TlsSink {
     tcp: OwnedWriteHalf,
     shared: Arc<Shared>,
+}
+
+impl TlsSink {
+    /// Appends to `out` the records the reader left, then `plain` encrypted (in records
+    /// of up to 16 KiB). An empty `plain` appends only the records left.
+    ///
+    /// # Errors
+    /// If the connection can no longer send.
+    pub fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        out.append(&mut state.pending);
+        if state.pending.capacity() > KEEP_PENDING {
+            state.pending = Vec::new();
+        }
+        if plain.is_empty() {
+            return Ok(());
+        }
+        if state.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection failed",
+            ));
+        }
+        // rustls itself puts records it queued (a key update answering the peer's) in
+        // front of the data it encrypts.
+        for _ in 0..MAX_STEPS {
+            let Status {
+                discard,
+                state: step,
+            } = state
+                .conn
+                .process_tls_records(&mut state.incoming[..state.used]);
+            let next = match step {
+                Ok(ConnectionState::WriteTraffic(mut write)) => {
+                    Some(encrypt_into(&mut write, plain, out))
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut encode, out);
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    None
+                }
+                Ok(ConnectionState::PeerClosed) => None,
+                Ok(ConnectionState::Closed) => Some(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the TLS connection is closed",
+                ))),
+                Ok(_) => Some(Err(io::Error::other("the TLS connection cannot send now"))),
+                Err(err) => {
+                    state.failed = true;
+                    Some(Err(tls_error(err)))
+                }
+            };
+            consume(&mut state.incoming, &mut state.used, discard);
+            if let Some(result) = next {
+                return result;
+            }
+        }
+        Err(io::Error::other("the TLS connection did not settle"))
+    }
+
+    /// Writes as much of `bytes` as the socket takes without waiting; 0 if it takes
+    /// nothing now.
+    ///
+    /// # Errors
+    /// If the socket failed.
+    pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self.tcp.try_write(bytes) {
+            Ok(written) => Ok(written),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes all of `bytes`, waiting for the socket as needed.
+    ///
+    /// # Errors
+    /// If the socket failed.
+    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.tcp.writable().await?;
+            match self.tcp.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => bytes = bytes.get(written..).unwrap_or_default(),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends close_notify (after the records the reader left) to `out`.
+    fn seal_close(&self, out: &mut Vec<u8>) {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        out.append(&mut state.pending);
+        if state.failed {
+            // The fatal alert, if any, was the last record.
+            return;
+        }
+        let Status {
+            discard,
+            state: step,
+        } = state
+            .conn
+            .process_tls_records(&mut state.incoming[..state.used]);
+        if let Ok(ConnectionState::WriteTraffic(mut write)) = step {
+            let start = out.len();
+            out.resize(start + 64, 0);
+            match write.queue_close_notify(&mut out[start..]) {
+                Ok(written) => out.truncate(start + written),
+                Err(_) => out.truncate(start),
+            }
+        }
+        consume(&mut state.incoming, &mut state.used, discard);
+    }
+
+    /// Ends the sending side of the socket (the peer reads the end of the stream).
+    fn shutdown(&self) {
+        let tcp: &TcpStream = self.tcp.as_ref();
+        let _ = rustix::net::shutdown(tcp, rustix::net::Shutdown::Write);
+    }
+}
+
+/// The writer task's half: encrypts application data and writes it, waiting for the
+/// socket as needed.
+pub struct TlsWriter {
+    sink: Arc<TlsSink>,
     /// Ciphertext being written; released when the writer runs out of work.
     out: Vec<u8>,
 }
 
 impl TlsWriter {
+    /// The shared sending side, for writing to the connection directly while this
+    /// writer is idle.
+    #[must_use]
+    pub fn sink(&self) -> Arc<TlsSink> {
+        Arc::clone(&self.sink)
+    }
+
     /// Encrypts `plain` (in records of up to 16 KiB) and writes it, after any records
     /// the reader left. An empty `plain` writes only those.
     ///
     /// # Errors
     /// If the socket fails or the connection can no longer send.
     pub async fn write(&mut self, plain: &[u8]) -> io::Result<()> {
-        self.seal(plain)?;
-        let written = if self.out.is_empty() {
-            Ok(())
-        } else {
-            self.tcp.write_all(&self.out).await
+        let sealed = self.sink.seal(plain, &mut self.out);
+        let written = match sealed {
+            Ok(()) if self.out.is_empty() => Ok(()),
+            Ok(()) => self.sink.write_all(&self.out).await,
+            Err(err) => Err(err),
         };
         self.out.clear();
         written
+    }
+
+    /// Writes ciphertext sealed earlier (what a direct write could not finish).
+    ///
+    /// # Errors
+    /// If the socket fails.
+    pub async fn write_sealed(&mut self, sealed: &[u8]) -> io::Result<()> {
+        self.sink.write_all(sealed).await
     }
 
     /// Frees the output buffer (called when there is nothing more to send for now).
@@ -408,63 +579,12 @@ impl TlsWriter {
 
     /// Sends close_notify (after whatever is pending) and shuts the socket's sending side.
     pub async fn close(&mut self) {
-        {
-            let mut guard = self.shared.lock();
-            let state = &mut *guard;
-            self.out.append(&mut state.pending);
-            if let Ok(ConnectionState::WriteTraffic(mut write)) =
-                state.conn.process_tls_records(&mut []).state
-            {
-                let start = self.out.len();
-                self.out.resize(start + 64, 0);
-                match write.queue_close_notify(&mut self.out[start..]) {
-                    Ok(written) => self.out.truncate(start + written),
-                    Err(_) => self.out.truncate(start),
-                }
-            }
-        }
+        self.sink.seal_close(&mut self.out);
         if !self.out.is_empty() {
-            let _ = self.tcp.write_all(&self.out).await;
+            let _ = self.sink.write_all(&self.out).await;
         }
         self.out = Vec::new();
-        let _ = self.tcp.shutdown().await;
-    }
-
-    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
-        let mut guard = self.shared.lock();
-        let state = &mut *guard;
-        self.out.append(&mut state.pending);
-        if state.pending.capacity() > KEEP_PENDING {
-            state.pending = Vec::new();
-        }
-        if plain.is_empty() {
-            return Ok(());
-        }
-        // rustls itself puts records it queued (a key update answering the peer's) in
-        // front of the data it encrypts.
-        for _ in 0..MAX_STEPS {
-            match state.conn.process_tls_records(&mut []).state {
-                Ok(ConnectionState::WriteTraffic(mut write)) => {
-                    return encrypt_into(&mut write, plain, &mut self.out);
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, &mut self.out);
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                Ok(ConnectionState::PeerClosed) => {}
-                Ok(ConnectionState::Closed) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the TLS connection is closed",
-                    ));
-                }
-                Ok(_) => {
-                    return Err(io::Error::other("the TLS connection cannot send now"));
-                }
-                Err(err) => return Err(tls_error(err)),
-            }
-        }
-        Err(io::Error::other("the TLS connection did not settle"))
+        self.sink.shutdown();
     }
 }
 
@@ -497,16 +617,17 @@ fn encrypt_into(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use rustls::pki_types::ServerName;
     use std::time::Duration;
     use tokio_rustls::client::TlsStream;
 
-    const LIMIT: Duration = Duration::from_secs(20);
+    /// Bound on every step of these tests.
+    pub const LIMIT: Duration = Duration::from_secs(20);
 
     /// A server half and a real rustls client, connected over loopback.
-    async fn pair() -> (
+    pub async fn pair() -> (
         TlsReader,
         TlsWriter,
         TlsStream<TcpStream>,
@@ -520,11 +641,13 @@ mod tests {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // Lets tests take over the client's record layer to send records rustls would not.
+        client_config.enable_secret_extraction = true;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -545,6 +668,13 @@ mod tests {
             .unwrap();
         (reader, writer, client, dir)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{LIMIT, pair};
+    use super::*;
+    use std::time::Duration;
 
     /// Reads from the server half until `len` bytes arrived.
     async fn read_exactly(reader: &mut TlsReader, len: usize) -> BytesMut {
@@ -587,7 +717,10 @@ mod tests {
         let mut more = BytesMut::new();
         let waited = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut more)).await;
         assert!(waited.is_err(), "nothing was sent");
-        assert_eq!((reader.incoming.capacity(), reader.used), (0, 0));
+        {
+            let state = reader.shared.lock();
+            assert_eq!((state.incoming.capacity(), state.used), (0, 0));
+        }
         writer.release_buffers();
         assert_eq!(writer.out.capacity(), 0);
     }
@@ -658,6 +791,131 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(answer[0], 23, "an encrypted alert record");
+    }
+
+    fn aead_of(
+        secrets: rustls::ConnectionTrafficSecrets,
+    ) -> (
+        &'static dyn rustls::crypto::cipher::Tls13AeadAlgorithm,
+        rustls::crypto::cipher::AeadKey,
+        rustls::crypto::cipher::Iv,
+    ) {
+        use rustls::ConnectionTrafficSecrets as Secrets;
+        use rustls::crypto::ring::cipher_suite;
+        let (suite, key, iv) = match secrets {
+            Secrets::Aes128Gcm { key, iv } => (cipher_suite::TLS13_AES_128_GCM_SHA256, key, iv),
+            Secrets::Aes256Gcm { key, iv } => (cipher_suite::TLS13_AES_256_GCM_SHA384, key, iv),
+            Secrets::Chacha20Poly1305 { key, iv } => {
+                (cipher_suite::TLS13_CHACHA20_POLY1305_SHA256, key, iv)
+            }
+            _ => panic!("unexpected cipher suite"),
+        };
+        (suite.tls13().unwrap().aead_alg, key, iv)
+    }
+
+    /// Opens every TLS 1.3 record in `stream` as the client, from sequence number
+    /// `first_seq`: the content type and plaintext of each.
+    fn open_records(
+        secrets: rustls::ConnectionTrafficSecrets,
+        first_seq: u64,
+        stream: &mut [u8],
+    ) -> Vec<(rustls::ContentType, Vec<u8>)> {
+        use rustls::crypto::cipher::InboundOpaqueMessage;
+        let (aead, key, iv) = aead_of(secrets);
+        let mut decrypter = aead.decrypter(key, iv);
+        let mut opened = Vec::new();
+        let mut rest = stream;
+        for seq in first_seq.. {
+            let Some(header) = rest.get(..5) else { break };
+            assert_eq!(header[..3], [23, 3, 3], "an encrypted TLS 1.3 record");
+            let len = usize::from(header[3]) << 8 | usize::from(header[4]);
+            let (record, tail) = rest.split_at_mut(5 + len);
+            let message = InboundOpaqueMessage::new(
+                rustls::ContentType::ApplicationData,
+                rustls::ProtocolVersion::TLSv1_2,
+                &mut record[5..],
+            );
+            let plain = decrypter.decrypt(message, seq).unwrap();
+            opened.push((plain.typ, plain.payload.to_vec()));
+            rest = tail;
+        }
+        assert!(rest.is_empty(), "a partial record");
+        opened
+    }
+
+    /// Seals `message` as the client in TLS 1.3 records of `content`, one record per
+    /// piece, with the client's extracted traffic keys.
+    fn client_records(
+        secrets: rustls::ConnectionTrafficSecrets,
+        first_seq: u64,
+        content: rustls::ContentType,
+        pieces: &[&[u8]],
+    ) -> Vec<Vec<u8>> {
+        use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+        let (aead, key, iv) = aead_of(secrets);
+        let mut encrypter = aead.encrypter(key, iv);
+        pieces
+            .iter()
+            .zip(first_seq..)
+            .map(|(piece, seq)| {
+                let plain = OutboundPlainMessage {
+                    typ: content,
+                    version: rustls::ProtocolVersion::TLSv1_2,
+                    payload: OutboundChunks::Single(piece),
+                };
+                encrypter.encrypt(plain, seq).unwrap().encode()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_handshake_message_split_over_records_does_not_break_sending() {
+        let (mut reader, mut writer, client, _dir) = pair().await;
+        let (mut tcp, conn) = client.into_inner();
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (seq, sending) = secrets.tx;
+        // A key update (type 24, one byte of body: no update requested) in two records.
+        let records = client_records(
+            sending,
+            seq,
+            rustls::ContentType::Handshake,
+            &[&[24, 0], &[0, 1, 0]],
+        );
+        tcp.write_all(&records[0]).await.unwrap();
+        // The reader takes in the first piece; no application data arrives.
+        let mut got = BytesMut::new();
+        let waited = tokio::time::timeout(Duration::from_millis(200), reader.read(&mut got)).await;
+        assert!(waited.is_err() && got.is_empty());
+        // Sending with half a handshake message held by rustls (once a panic in rustls),
+        // directly and through the writer.
+        let sink = writer.sink();
+        let mut sealed = Vec::new();
+        sink.seal(b"direct", &mut sealed).unwrap();
+        assert_eq!(sink.try_write(&sealed).unwrap(), sealed.len());
+        writer.write(b"written").await.unwrap();
+        // The rest of the key update; sending still works after it.
+        tcp.write_all(&records[1]).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), reader.read(&mut got)).await;
+        assert!(waited.is_err() && got.is_empty());
+        writer.write(b"after").await.unwrap();
+        writer.close().await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        // The data in order, then close_notify (after session tickets the client had not
+        // read yet).
+        let (seq, receiving) = secrets.rx;
+        let opened = open_records(receiving, seq, &mut answer);
+        let data: Vec<u8> = opened
+            .iter()
+            .filter(|(kind, _)| *kind == rustls::ContentType::ApplicationData)
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect();
+        assert_eq!(data, b"directwrittenafter");
+        let last = opened.last().unwrap();
+        assert_eq!(*last, (rustls::ContentType::Alert, vec![1, 0]));
     }
 
     #[tokio::test]
