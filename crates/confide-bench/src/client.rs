@@ -3,11 +3,12 @@
 //!
 //! This is a raw protocol client with none of the real client's logic: it decrypts no
 //! message bodies (the bench's bodies are plaintext stamps) and keeps only what the
-//! workloads need (session token, the last sequence number seen per room). Once set
-//! up, a connection is split into a reader and a writer for the measured phase
-//! ([`Session::into_link`]).
+//! workloads need (session token, the last sequence number seen per room). TLS runs on
+//! rustls' unbuffered API ([`crate::tls`]); once set up, a connection hands out its
+//! reader and writer for the measured phase ([`Session::into_link`]).
 
 use crate::body::Stamp;
+use crate::tls::{TlsReader, TlsWriter};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::BytesMut;
 use confide_proto::frame::FrameDecoder;
@@ -22,10 +23,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::BufReader;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 /// How long one setup step (connect, handshake, one request) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,12 +99,12 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
     }
 }
 
-/// A TLS 1.3 connector that pins `fingerprint`. Session resumption is off: every
-/// simulated user is a separate client and pays for a full handshake.
+/// A TLS 1.3 client configuration that pins `fingerprint`. Session resumption is off:
+/// every simulated user is a separate client and pays for a full handshake.
 ///
 /// # Errors
 /// If rustls refuses the configuration.
-pub fn connector(fingerprint: [u8; 32]) -> Result<tokio_rustls::TlsConnector> {
+pub fn tls_config(fingerprint: [u8; 32]) -> Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -115,26 +115,46 @@ pub fn connector(fingerprint: [u8; 32]) -> Result<tokio_rustls::TlsConnector> {
         }))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// A connection in the measured phase: a reader, a writer and bytes already read.
 pub struct Link {
     /// Reads from the server.
-    pub reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub reader: LinkReader,
     /// Writes to the server.
     pub writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
     /// Bytes read during setup that belong to frames not yet handled.
     pub pending: BytesMut,
 }
 
-/// Bytes the socket is read in at a time, below TLS: rustls alone reads 4 KiB per call,
-/// so a full 16 KiB record would cost four system calls.
-const SOCKET_READ: usize = 16 * 1024 + 512;
+/// The reading side of a [`Link`].
+pub enum LinkReader {
+    /// Confide, over TLS.
+    Tls(TlsReader),
+    /// The relay, over plain TCP.
+    Plain(OwnedReadHalf),
+}
+
+impl LinkReader {
+    /// Waits for bytes and appends them to `dst`; returns how many, 0 at the end.
+    ///
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// If the connection fails.
+    pub async fn read(&mut self, dst: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            LinkReader::Tls(reader) => reader.read(dst).await,
+            LinkReader::Plain(reader) => reader.read_buf(dst).await,
+        }
+    }
+}
 
 /// A logged-in (or logging-in) Confide connection used one request at a time.
 pub struct Session {
-    stream: TlsStream<BufReader<TcpStream>>,
+    reader: TlsReader,
+    writer: TlsWriter,
     buf: BytesMut,
     decoder: FrameDecoder,
     next_id: u64,
@@ -149,20 +169,23 @@ impl Session {
     ///
     /// # Errors
     /// If the connection, TLS or the hello fails, or takes over [`STEP_TIMEOUT`].
-    pub async fn connect(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Result<Session> {
+    pub async fn connect(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Result<Session> {
         let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
             .await
             .context("TCP connect timed out")?
             .context("TCP connect failed")?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from("localhost")?.to_owned();
-        let tcp = BufReader::with_capacity(SOCKET_READ, tcp);
-        let stream = tokio::time::timeout(STEP_TIMEOUT, tls.connect(name, tcp))
-            .await
-            .context("TLS handshake timed out")?
-            .context("TLS handshake failed")?;
+        let (reader, writer) = tokio::time::timeout(
+            STEP_TIMEOUT,
+            crate::tls::connect(tcp, Arc::clone(tls), name),
+        )
+        .await
+        .context("TLS handshake timed out")?
+        .context("TLS handshake failed")?;
         let mut session = Session {
-            stream,
+            reader,
+            writer,
             buf: BytesMut::with_capacity(4096),
             decoder: FrameDecoder::new(MAX_FRAME_LEN),
             next_id: 1,
@@ -191,8 +214,8 @@ impl Session {
         let mut out = BytesMut::new();
         encode_frame(value, MAX_FRAME_LEN, &mut out)?;
         tokio::time::timeout(STEP_TIMEOUT, async {
-            self.stream.write_all(&out).await?;
-            self.stream.flush().await
+            self.writer.write_all(&out).await?;
+            self.writer.flush().await
         })
         .await
         .context("write timed out")?
@@ -206,7 +229,7 @@ impl Session {
             }
             self.buf
                 .reserve(self.decoder.bytes_wanted(&self.buf).max(4096));
-            let read = tokio::time::timeout(STEP_TIMEOUT, self.stream.read_buf(&mut self.buf))
+            let read = tokio::time::timeout(STEP_TIMEOUT, self.reader.read(&mut self.buf))
                 .await
                 .context("timed out waiting for the server")?;
             match read {
@@ -378,14 +401,14 @@ impl Session {
         }
     }
 
-    /// Splits the connection for the measured phase. Request ids after this must not
-    /// collide with the ones used so far, which stay below [`Session::next_request_id`].
+    /// Hands out the connection's reader and writer for the measured phase. Request ids
+    /// after this must not collide with the ones used so far, which stay below
+    /// [`Session::next_request_id`].
     #[must_use]
     pub fn into_link(self) -> Link {
-        let (reader, writer) = tokio::io::split(self.stream);
         Link {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
+            reader: LinkReader::Tls(self.reader),
+            writer: Box::new(self.writer),
             pending: self.buf,
         }
     }
@@ -393,7 +416,7 @@ impl Session {
     /// Closes the connection cleanly (TLS close_notify), so the server sees a close and
     /// not an error.
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
     }
 
     /// The next request id this session would use.

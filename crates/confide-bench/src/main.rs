@@ -28,6 +28,7 @@ mod relay;
 mod report;
 mod server;
 mod stats;
+mod tls;
 mod tls_copy;
 mod workload;
 

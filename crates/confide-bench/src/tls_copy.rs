@@ -130,7 +130,7 @@ impl Drop for Reference {
 
 /// TLS 1.3 only, ring, a fresh self-signed certificate: as `confide-server` builds its
 /// configuration when it has no certificate file.
-fn server_config() -> Result<(Arc<rustls::ServerConfig>, [u8; 32])> {
+pub fn server_config() -> Result<(Arc<rustls::ServerConfig>, [u8; 32])> {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
         .context("cannot generate a self-signed certificate")?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
@@ -384,7 +384,8 @@ mod tests {
         let len = 2 * BLOCK as u64 + 777;
         write_random_file(&source, len, 9).unwrap();
         let mut reference = Reference::start().unwrap();
-        let connector = client::connector(reference.fingerprint).unwrap();
+        let connector =
+            tokio_rustls::TlsConnector::from(client::tls_config(reference.fingerprint).unwrap());
         let tcp = tokio::net::TcpStream::connect(reference.addr)
             .await
             .unwrap();

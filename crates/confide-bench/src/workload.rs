@@ -151,7 +151,7 @@ pub struct Ctx {
     /// The process under test.
     pub target: TargetProcess,
     /// TLS to the server (Confide only).
-    pub tls: Option<tokio_rustls::TlsConnector>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Everything, setup included, must be done by then.
     pub deadline: Instant,
     /// Frames (or lines) received by all users, to tell when traffic has settled.
@@ -218,7 +218,7 @@ pub async fn run(spec: Spec, settings: Settings) -> Result<RunReport> {
     .await
     .context("the start task failed")??;
     let tls = match target.fingerprint {
-        Some(fingerprint) => Some(client::connector(fingerprint)?),
+        Some(fingerprint) => Some(client::tls_config(fingerprint)?),
         None => None,
     };
     let deadline = Instant::now() + settings.max_seconds;

@@ -8,7 +8,7 @@
 //! (Confide) or echoes of its own messages (relay) come back.
 
 use crate::body::{Stamp, now_ns};
-use crate::client::{Link, Session, user_name};
+use crate::client::{Link, LinkReader, Session, user_name};
 use crate::entry_view::message_entry;
 use crate::relay;
 use crate::server::TargetKind;
@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -159,7 +159,7 @@ pub async fn connect(
 struct Setup {
     index: u32,
     addr: std::net::SocketAddr,
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     kind: TargetKind,
     entry: Entry,
     plan: Arc<dyn Plan>,
@@ -263,11 +263,7 @@ struct Reader {
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Reader {
-    async fn run(
-        mut self,
-        mut stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-        mut buf: BytesMut,
-    ) -> ReaderOutcome {
+    async fn run(mut self, mut stream: LinkReader, mut buf: BytesMut) -> ReaderOutcome {
         let decoder = FrameDecoder::new(MAX_FRAME_LEN);
         let ended = loop {
             let now = now_ns();
@@ -290,7 +286,7 @@ impl Reader {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break None,
-                read = stream.read_buf(&mut buf) => match read {
+                read = stream.read(&mut buf) => match read {
                     Ok(0) => break Some("the server closed the connection".to_owned()),
                     Ok(_) => {}
                     Err(err) => break Some(format!("read failed: {err}")),

@@ -491,7 +491,8 @@ async fn next_file(events: &mut EventStream, room: RoomId, blob: &str) -> Result
 /// and back down to a file that is synced and renamed as a download is.
 async fn plain_tls(source: &Path, dir: &Path, bytes: u64, deadline: Instant) -> Result<Transfer> {
     let mut reference = tls_copy::Reference::start()?;
-    let connector = crate::client::connector(reference.fingerprint)?;
+    let connector =
+        tokio_rustls::TlsConnector::from(crate::client::tls_config(reference.fingerprint)?);
     let tcp = within(
         deadline,
         "connecting to the reference",
