@@ -42,12 +42,19 @@ struct Waiting {
     busy: bool,
     /// The writer is finishing: no more direct writes.
     closing: bool,
+    /// The socket, for direct writes; dropped with the writer, so a handle kept
+    /// elsewhere does not keep the socket open. `None` where there is none (unit tests).
+    sink: Option<Arc<TlsSink>>,
 }
 
 impl Waiting {
     /// Whether a direct write may go ahead now without overtaking anything.
     fn idle(&self) -> bool {
-        self.frames.is_empty() && self.leftover.is_empty() && !self.busy && !self.closing
+        self.frames.is_empty()
+            && self.leftover.is_empty()
+            && !self.busy
+            && !self.closing
+            && self.sink.is_some()
     }
 }
 
@@ -63,8 +70,6 @@ struct Queue {
     /// The writer should finish (the connection is ending or was cut off).
     stop: AtomicBool,
     too_slow: AtomicBool,
-    /// The socket, for direct writes; `None` where there is none (unit tests).
-    sink: Option<Arc<TlsSink>>,
 }
 
 impl Queue {
@@ -176,6 +181,7 @@ impl Drop for Outgoing {
         waiting.frames.clear();
         waiting.leftover = Vec::new();
         waiting.closing = true;
+        waiting.sink = None;
     }
 }
 
@@ -199,13 +205,15 @@ impl Outbound {
         sink: Option<Arc<TlsSink>>,
     ) -> (Outbound, Outgoing) {
         let queue = Arc::new(Queue {
-            waiting: Mutex::new(Waiting::default()),
+            waiting: Mutex::new(Waiting {
+                sink,
+                ..Waiting::default()
+            }),
             ready: Notify::new(),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             too_slow: AtomicBool::new(false),
-            sink,
         });
         (
             Outbound {
@@ -243,20 +251,23 @@ impl Outbound {
     /// for the socket.
     pub fn write_or_push(&self, frame: &Bytes, scratch: &mut Vec<u8>) -> bool {
         let queue = &*self.queue;
-        let Some(sink) = &queue.sink else {
-            return self.push(frame.clone());
-        };
         if queue.closed.load(Ordering::Acquire) || queue.stop.load(Ordering::Acquire) {
             return self.push(frame.clone());
         }
-        {
+        let sink = {
             let mut waiting = queue.lock();
-            if !waiting.idle() {
-                drop(waiting);
-                return self.push(frame.clone());
+            match &waiting.sink {
+                Some(sink) if waiting.idle() => {
+                    let sink = Arc::clone(sink);
+                    waiting.busy = true;
+                    sink
+                }
+                _ => {
+                    drop(waiting);
+                    return self.push(frame.clone());
+                }
             }
-            waiting.busy = true;
-        }
+        };
         scratch.clear();
         // The fan-out runs on the persister's threads: a bug in TLS must cost this
         // connection only, not every room's persistence.
@@ -604,5 +615,25 @@ mod tests {
             .unwrap();
         assert!(all[..big.len()].iter().all(|&byte| byte == 7));
         assert_eq!(&all[big.len()..], b"after");
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_released_with_the_writer_not_with_the_last_handle() {
+        let (_reader, writer, mut client, _dir) = pair().await;
+        let sink = Arc::downgrade(&writer.sink());
+        let (out, queue) = Outbound::new(1, 64, CancellationToken::new(), Some(writer.sink()));
+        let write_task = tokio::spawn(write_loop(writer, queue));
+        out.stop_writer();
+        tokio::time::timeout(LIMIT, write_task)
+            .await
+            .unwrap()
+            .unwrap();
+        // The handle lives on (as in a room's member list) but holds no socket.
+        assert!(sink.upgrade().is_none(), "the socket outlived its writer");
+        let mut scratch = Vec::new();
+        assert!(!out.write_or_push(&Bytes::from_static(b"late"), &mut scratch));
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(LIMIT, client.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "close_notify ends the stream");
     }
 }
