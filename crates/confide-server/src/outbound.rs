@@ -617,6 +617,56 @@ mod tests {
         assert_eq!(&all[big.len()..], b"after");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_whose_tls_fails_refuses_direct_writes_and_its_writer_ends() {
+        let (mut reader, writer, client, _dir) = pair().await;
+        let (out, queue) = Outbound::new(1, 1 << 16, CancellationToken::new(), Some(writer.sink()));
+        let write_task = tokio::spawn(write_loop(writer, queue));
+        let fan_out = out.clone();
+        let sender = std::thread::spawn(move || {
+            let mut scratch = Vec::new();
+            let frame = Bytes::from(vec![1u8; 200]);
+            // Bounded: the connection fails within the test's time.
+            let deadline = std::time::Instant::now() + LIMIT;
+            while std::time::Instant::now() < deadline {
+                if !fan_out.write_or_push(&frame, &mut scratch) {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            false
+        });
+        // The client forges a record; the reader fails while direct writes go on.
+        let (mut tcp, _) = client.into_inner();
+        let mut record = vec![23, 3, 3, 0, 40];
+        record.extend_from_slice(&[0x5a; 40]);
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &record)
+            .await
+            .unwrap();
+        let mut got = BytesMut::new();
+        loop {
+            let read = tokio::time::timeout(LIMIT, reader.read(&mut got))
+                .await
+                .unwrap();
+            if read.is_err() {
+                break;
+            }
+            got.clear();
+        }
+        assert!(
+            tokio::task::spawn_blocking(move || sender.join().unwrap())
+                .await
+                .unwrap(),
+            "direct writes went on after TLS failed"
+        );
+        out.stop_writer();
+        tokio::time::timeout(LIMIT, write_task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.is_closed());
+    }
+
     #[tokio::test]
     async fn the_socket_is_released_with_the_writer_not_with_the_last_handle() {
         let (_reader, writer, mut client, _dir) = pair().await;
