@@ -1120,7 +1120,13 @@ impl Secure {
                     self.catch_up(room).await?;
                 }
                 Err(err) => {
-                    self.store.remove_outgoing(&digest)?;
+                    // A refusal means nothing was stored. Any other failure (the
+                    // connection dropped, the client is closing) leaves the message's
+                    // fate unknown: keep its text, so that it reads back if the server
+                    // did store it.
+                    if matches!(err, ClientError::Server(_)) {
+                        self.store.remove_outgoing(&digest)?;
+                    }
                     return Err(err);
                 }
             }
