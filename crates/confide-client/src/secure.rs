@@ -639,10 +639,18 @@ impl Secure {
                 }
             }
             Ok(Incoming::OwnMessage) => match self.store.outgoing(&digest(body), room.0)? {
-                Some(envelope) => Stored::Message {
-                    envelope,
-                    protection: Protection::Mls,
-                },
+                Some(envelope) => {
+                    // Its send failed without an answer, but the server had stored it:
+                    // the text moves to the message, stored before it leaves the outbox.
+                    let stored = Stored::Message {
+                        envelope,
+                        protection: Protection::Mls,
+                    };
+                    self.store
+                        .put_message(room.0, entry.seq.0, stored.clone())?;
+                    self.store.remove_outgoing(&digest(body))?;
+                    stored
+                }
                 None => Stored::Unreadable(Unreadable::Failed(
                     "sent by this device, but its text was not kept".to_owned(),
                 )),
