@@ -582,7 +582,9 @@ mod tests {
         report.latency = LatencySummary {
             count: 2_000_000,
             p50_ns: 1_500_000,
+            p90_ns: 2_000_000,
             p99_ns: p99,
+            p999_ns: 9_000_000,
             max_ns: 90_000_000,
         };
         report.server_rss_bytes = 50 * 1024 * 1024;

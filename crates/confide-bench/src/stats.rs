@@ -72,13 +72,15 @@ impl Histogram {
         self.max
     }
 
-    /// p50, p99 and max.
+    /// p50, p90, p99, p99.9 and max.
     #[must_use]
     pub fn summary(&self) -> LatencySummary {
         LatencySummary {
             count: self.total,
             p50_ns: self.quantile(0.50),
+            p90_ns: self.quantile(0.90),
             p99_ns: self.quantile(0.99),
+            p999_ns: self.quantile(0.999),
             max_ns: self.max,
         }
     }
@@ -113,8 +115,12 @@ pub struct LatencySummary {
     pub count: u64,
     /// Median.
     pub p50_ns: u64,
+    /// 90th percentile (the shape of the tail; JSON only).
+    pub p90_ns: u64,
     /// 99th percentile.
     pub p99_ns: u64,
+    /// 99.9th percentile (JSON only).
+    pub p999_ns: u64,
     /// Largest.
     pub max_ns: u64,
 }

@@ -3,8 +3,13 @@
 //! Room actors hand it entries with their sequence numbers already assigned. It gathers
 //! whatever is queued into one transaction, commits it durably, and only then delivers
 //! each entry to its recipients and acknowledges it to its sender. Batching keeps one
-//! fsync for many messages under load instead of skipping durability; a single FIFO
-//! thread keeps every room's entries in sequence order.
+//! fsync for many messages under load instead of skipping durability.
+//!
+//! Two threads form a pipeline: `confide-persist` commits batches and hands each
+//! committed (or failed) batch to `confide-deliver`, which delivers, acknowledges and
+//! notifies. Both are FIFO, so every room's entries still reach everyone in sequence
+//! order, and nothing is delivered or acknowledged before its commit; but the next
+//! batch's commit (an fsync) no longer waits for the previous batch's fan-out.
 
 use crate::fanout::FanOut;
 use crate::outbound::{Outbound, encode};
@@ -24,6 +29,9 @@ const DIRECT_BATCH: usize = 2;
 
 /// Jobs waiting for the persister before room actors wait for room.
 const QUEUE: usize = 8192;
+
+/// Committed batches waiting for delivery before the persister waits.
+const DELIVERY_QUEUE: usize = 16;
 
 /// How to tell the sender that its entry is stored.
 #[derive(Debug)]
@@ -98,17 +106,42 @@ pub fn start(
     store: Arc<dyn Store>,
 ) -> std::io::Result<(PersistHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let (batches, delivery) = std::sync::mpsc::sync_channel(DELIVERY_QUEUE);
+    let (recycle, reuse) = std::sync::mpsc::channel();
+    let deliverer = std::thread::Builder::new()
+        .name("confide-deliver".to_owned())
+        .spawn(move || run_delivery(&delivery, &recycle))?;
     let thread = std::thread::Builder::new()
         .name("confide-persist".to_owned())
-        .spawn(move || run(store, rx))?;
+        .spawn(move || {
+            run(store, rx, &batches, &reuse);
+            // Everything committed is delivered before the persister counts as done.
+            drop(batches);
+            if deliverer.join().is_err() {
+                tracing::error!("the delivery thread panicked");
+            }
+        })?;
     Ok((PersistHandle { tx }, thread))
 }
 
-fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut writes = Vec::with_capacity(MAX_BATCH);
-    let mut fan_out = FanOut::new();
+/// A batch on its way from the commit to its delivery.
+struct Batch {
+    jobs: Vec<Job>,
+    /// The stored writes of `jobs`, in order, if the commit succeeded.
+    writes: Vec<Write>,
+    committed: bool,
+}
+
+fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    batches: &std::sync::mpsc::SyncSender<Batch>,
+    reuse: &std::sync::mpsc::Receiver<(Vec<Job>, Vec<Write>)>,
+) {
     while let Some(first) = rx.blocking_recv() {
+        // The delivery thread hands emptied buffers back, so a steady stream of batches
+        // allocates nothing.
+        let (mut jobs, mut writes) = reuse.try_recv().unwrap_or_default();
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -122,33 +155,68 @@ fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let started = std::time::Instant::now();
-        match store.write(&writes) {
+        let committed = match store.write(&writes) {
             Ok(()) => {
                 tracing::trace!(
                     entries = writes.len(),
                     micros = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
-                // A lone entry (chat rates) is written to idle receivers' sockets from
-                // here; under load the writers coalesce many entries per write instead.
-                let direct = jobs.len() <= DIRECT_BATCH;
-                let mut stored = writes.drain(..);
-                for job in jobs.drain(..) {
-                    let write = if job.original.is_none() {
-                        stored.next()
-                    } else {
-                        None
-                    };
-                    deliver(job, write, direct.then_some(&mut fan_out));
-                }
+                true
             }
             Err(err) => {
                 tracing::error!(cause = %err, entries = writes.len(), "cannot store a batch");
                 writes.clear();
-                for job in jobs.drain(..) {
-                    fail(job, "the server could not store this; try again");
-                }
+                false
             }
+        };
+        let batch = Batch {
+            jobs,
+            writes,
+            committed,
+        };
+        if let Err(lost) = batches.send(batch) {
+            // The delivery thread is gone (it panicked): nobody can be told anything
+            // in order any more; answer these here so no sender waits for ever.
+            for job in lost.0.jobs {
+                fail(job, "the server cannot deliver messages now");
+            }
+        }
+    }
+}
+
+fn run_delivery(
+    batches: &std::sync::mpsc::Receiver<Batch>,
+    recycle: &std::sync::mpsc::Sender<(Vec<Job>, Vec<Write>)>,
+) {
+    let mut fan_out = FanOut::new();
+    while let Ok(Batch {
+        mut jobs,
+        mut writes,
+        committed,
+    }) = batches.recv()
+    {
+        if committed {
+            // A lone entry (chat rates) is written to idle receivers' sockets from
+            // here; under load the writers coalesce many entries per write instead.
+            let direct = jobs.len() <= DIRECT_BATCH;
+            let mut stored = writes.drain(..);
+            for job in jobs.drain(..) {
+                let write = if job.original.is_none() {
+                    stored.next()
+                } else {
+                    None
+                };
+                deliver(job, write, direct.then_some(&mut fan_out));
+            }
+        } else {
+            for job in jobs.drain(..) {
+                fail(job, "the server could not store this; try again");
+            }
+        }
+        writes.clear();
+        if jobs.capacity() <= MAX_BATCH && writes.capacity() <= MAX_BATCH {
+            let _ = recycle.send((jobs, writes));
         }
     }
 }
