@@ -42,6 +42,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Items taken from the actor per batch (one save of the keys per batch).
 const BATCH: usize = 256;
 
+/// A kept outgoing text older than this (by its send time) when the device has read its
+/// room to the end belongs to a send the server never stored. Generous: a send whose
+/// connection dropped is stored, if at all, within moments.
+const UNSTORED_AFTER_MS: u64 = 60 * 60 * 1000;
+
 /// What the connection actor hands to this layer, in order.
 #[derive(Debug)]
 pub(crate) enum Upstream {
@@ -929,8 +934,10 @@ impl Secure {
             self.on_batch(item).await;
         }
         let from = self.processed_up_to(room);
+        let started_ms = now_ms();
         let mut pages: Vec<Vec<LogEntry>> = Vec::new();
         let mut before = None;
+        let mut whole = false;
         // Bounded: 100 pages of 500 entries.
         for _ in 0..100 {
             let (entries, more) = match self
@@ -944,17 +951,32 @@ impl Secure {
                 Reply::History { entries, more } => (entries, more),
                 _ => return Err(unexpected("history")),
             };
-            let Some(first) = entries.first() else { break };
+            let Some(first) = entries.first() else {
+                whole = true;
+                break;
+            };
             let reached = first.seq.0 <= from.saturating_add(1);
             before = Some(first.seq);
             pages.push(entries);
             if reached || !more {
+                whole = true;
                 break;
             }
         }
         for entry in pages.into_iter().rev().flatten() {
             if entry.seq.0 > self.processed_up_to(room) {
                 self.process(&entry).await?;
+            }
+        }
+        if whole {
+            // Everything the server stored up to now has been read, and an own message
+            // read back leaves the outbox. A text kept for a send whose fate was unknown
+            // and that is still there after this long was never stored.
+            let forgotten = self
+                .store
+                .purge_outgoing(room.0, started_ms.saturating_sub(UNSTORED_AFTER_MS))?;
+            if forgotten > 0 {
+                tracing::debug!(%room, forgotten, "dropped texts of sends never stored");
             }
         }
         Ok(())

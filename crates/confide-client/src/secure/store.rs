@@ -238,6 +238,34 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Forgets the kept plaintexts of `room` sent before `sent_before_ms`: called once
+    /// the device has read the room up to its end, when anything of those the server
+    /// stored has been read back (and taken out of here), so the rest was never stored.
+    /// Returns how many were forgotten. A record that does not open is left alone.
+    ///
+    /// # Errors
+    /// On SQLite failure.
+    pub fn purge_outgoing(&self, room: u64, sent_before_ms: u64) -> Result<usize, StoreError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut statement = self.db.prepare("SELECT digest, sealed FROM outbox")?;
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut forgotten = 0;
+        for (digest, sealed) in rows {
+            let Ok(outgoing) = self.open_sealed::<Outgoing>(&sealed) else {
+                continue;
+            };
+            if outgoing.room == room && outgoing.envelope.sent_at_ms < sent_before_ms {
+                forgotten += self
+                    .db
+                    .execute("DELETE FROM outbox WHERE digest = ?1", params![digest])?;
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// Remembers an upload in progress under `digest` (which names the file and room).
     ///
     /// # Errors
@@ -411,6 +439,24 @@ mod tests {
         ));
         store.remove_outgoing(&digest).unwrap();
         assert_eq!(store.outgoing(&digest, 3).unwrap(), None);
+        // Purging forgets only the room's texts sent before the given time.
+        let at = |text: &str, sent_at_ms| Envelope {
+            sent_at_ms,
+            ..envelope(text)
+        };
+        store.put_outgoing(&[1; 32], 3, &at("old", 100)).unwrap();
+        store.put_outgoing(&[2; 32], 3, &at("new", 200)).unwrap();
+        store
+            .put_outgoing(&[3; 32], 4, &at("elsewhere", 100))
+            .unwrap();
+        assert_eq!(store.purge_outgoing(3, 150).unwrap(), 1);
+        assert_eq!(store.outgoing(&[1; 32], 3).unwrap(), None);
+        assert_eq!(store.outgoing(&[2; 32], 3).unwrap(), Some(at("new", 200)));
+        assert_eq!(
+            store.outgoing(&[3; 32], 4).unwrap(),
+            Some(at("elsewhere", 100))
+        );
+        assert_eq!(store.purge_outgoing(3, 150).unwrap(), 0);
         let key = SharedKey::generate([9; 32]);
         store.set_shared_key(3, &key).unwrap();
         assert_eq!(
