@@ -5,11 +5,13 @@
 //! each entry to its recipients and acknowledges it to its sender. Batching keeps one
 //! fsync for many messages under load instead of skipping durability.
 //!
-//! Two threads form a pipeline: `confide-persist` commits batches and hands each
-//! committed (or failed) batch to `confide-deliver`, which delivers, acknowledges and
-//! notifies. Both are FIFO, so every room's entries still reach everyone in sequence
-//! order, and nothing is delivered or acknowledged before its commit; but the next
-//! batch's commit (an fsync) no longer waits for the previous batch's fan-out.
+//! At chat rates the persister delivers each small batch itself, right after its
+//! commit. Under load it becomes a pipeline of two threads: `confide-persist` commits
+//! and hands each committed (or failed) batch to `confide-deliver`, which delivers,
+//! acknowledges and notifies, so the next commit (an fsync) does not wait for the last
+//! fan-out. The persister delivers itself only while nothing is handed over, and both
+//! threads are FIFO, so every room's entries still reach everyone in sequence order;
+//! nothing is delivered or acknowledged before its commit.
 
 use crate::fanout::FanOut;
 use crate::outbound::{Outbound, encode};
@@ -18,7 +20,8 @@ use bytes::Bytes;
 use confide_proto::{
     ErrorCode, Event, ProtoError, Reply, RequestId, RoomId, Seq, ServerFrame, Timestamp,
 };
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 /// Most entries committed in one transaction.
@@ -108,13 +111,20 @@ pub fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let (batches, delivery) = std::sync::mpsc::sync_channel(DELIVERY_QUEUE);
     let (recycle, reuse) = std::sync::mpsc::channel();
-    let deliverer = std::thread::Builder::new()
-        .name("confide-deliver".to_owned())
-        .spawn(move || run_delivery(&delivery, &recycle))?;
+    let shared = Arc::new(Delivery {
+        fan_out: Mutex::new(FanOut::new()),
+        handed: AtomicUsize::new(0),
+    });
+    let deliverer = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("confide-deliver".to_owned())
+            .spawn(move || run_delivery(&shared, &delivery, &recycle))?
+    };
     let thread = std::thread::Builder::new()
         .name("confide-persist".to_owned())
         .spawn(move || {
-            run(store, rx, &batches, &reuse);
+            run(store, rx, &shared, &batches, &reuse);
             // Everything committed is delivered before the persister counts as done.
             drop(batches);
             if deliverer.join().is_err() {
@@ -124,7 +134,23 @@ pub fn start(
     Ok((PersistHandle { tx }, thread))
 }
 
+/// What the two threads share.
+struct Delivery {
+    /// Used by one thread at a time: the persister only while nothing is handed over.
+    fan_out: Mutex<FanOut>,
+    /// Batches handed to the delivery thread and not yet delivered.
+    handed: AtomicUsize,
+}
+
+impl Delivery {
+    fn fan_out(&self) -> MutexGuard<'_, FanOut> {
+        // A fan-out that panicked halfway has delivered what it could; it is still usable.
+        self.fan_out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A batch on its way from the commit to its delivery.
+#[derive(Default)]
 struct Batch {
     jobs: Vec<Job>,
     /// The stored writes of `jobs`, in order, if the commit succeeded.
@@ -132,52 +158,84 @@ struct Batch {
     committed: bool,
 }
 
+impl Batch {
+    /// Delivers and acknowledges a committed batch, or fails every job of one that was
+    /// not; leaves the batch empty, its buffers kept.
+    fn deliver(&mut self, fan_out: &mut FanOut) {
+        if self.committed {
+            // A lone entry (chat rates) is written to idle receivers' sockets directly;
+            // under load the writers coalesce many entries per write instead.
+            let direct = self.jobs.len() <= DIRECT_BATCH;
+            let mut stored = self.writes.drain(..);
+            for job in self.jobs.drain(..) {
+                let write = if job.original.is_none() {
+                    stored.next()
+                } else {
+                    None
+                };
+                deliver(job, write, direct.then_some(&mut *fan_out));
+            }
+        } else {
+            for job in self.jobs.drain(..) {
+                fail(job, "the server could not store this; try again");
+            }
+        }
+        self.writes.clear();
+        self.committed = false;
+    }
+}
+
 fn run(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<Job>,
+    shared: &Delivery,
     batches: &std::sync::mpsc::SyncSender<Batch>,
-    reuse: &std::sync::mpsc::Receiver<(Vec<Job>, Vec<Write>)>,
+    reuse: &std::sync::mpsc::Receiver<Batch>,
 ) {
+    let mut batch = Batch::default();
     while let Some(first) = rx.blocking_recv() {
-        // The delivery thread hands emptied buffers back, so a steady stream of batches
-        // allocates nothing.
-        let (mut jobs, mut writes) = reuse.try_recv().unwrap_or_default();
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
+        batch.jobs.push(first);
+        while batch.jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => batch.jobs.push(job),
                 Err(_) => break,
             }
         }
-        for job in &mut jobs {
+        for job in &mut batch.jobs {
             if let Some(write) = job.write.take() {
-                writes.push(write);
+                batch.writes.push(write);
             }
         }
         let started = std::time::Instant::now();
-        let committed = match store.write(&writes) {
+        batch.committed = match store.write(&batch.writes) {
             Ok(()) => {
                 tracing::trace!(
-                    entries = writes.len(),
+                    entries = batch.writes.len(),
                     micros = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
                 true
             }
             Err(err) => {
-                tracing::error!(cause = %err, entries = writes.len(), "cannot store a batch");
-                writes.clear();
+                tracing::error!(cause = %err, entries = batch.writes.len(), "cannot store a batch");
+                batch.writes.clear();
                 false
             }
         };
-        let batch = Batch {
-            jobs,
-            writes,
-            committed,
-        };
-        if let Err(lost) = batches.send(batch) {
-            // The delivery thread is gone (it panicked): nobody can be told anything
-            // in order any more; answer these here so no sender waits for ever.
+        // At chat rates the persister delivers a small batch itself, which is quickest.
+        // Under load, or while the delivery thread is still busy (its batches must go
+        // first), it hands the batch over and commits the next one meanwhile.
+        if batch.jobs.len() <= DIRECT_BATCH && shared.handed.load(Ordering::Acquire) == 0 {
+            batch.deliver(&mut shared.fan_out());
+            continue;
+        }
+        shared.handed.fetch_add(1, Ordering::AcqRel);
+        // The delivery thread hands emptied buffers back, so a steady stream of batches
+        // allocates nothing.
+        let next = reuse.try_recv().unwrap_or_default();
+        if let Err(lost) = batches.send(std::mem::replace(&mut batch, next)) {
+            // The delivery thread is gone (it panicked): nobody can be told anything in
+            // order any more; answer these here so no sender waits for ever.
             for job in lost.0.jobs {
                 fail(job, "the server cannot deliver messages now");
             }
@@ -186,37 +244,15 @@ fn run(
 }
 
 fn run_delivery(
+    shared: &Delivery,
     batches: &std::sync::mpsc::Receiver<Batch>,
-    recycle: &std::sync::mpsc::Sender<(Vec<Job>, Vec<Write>)>,
+    recycle: &std::sync::mpsc::Sender<Batch>,
 ) {
-    let mut fan_out = FanOut::new();
-    while let Ok(Batch {
-        mut jobs,
-        mut writes,
-        committed,
-    }) = batches.recv()
-    {
-        if committed {
-            // A lone entry (chat rates) is written to idle receivers' sockets from
-            // here; under load the writers coalesce many entries per write instead.
-            let direct = jobs.len() <= DIRECT_BATCH;
-            let mut stored = writes.drain(..);
-            for job in jobs.drain(..) {
-                let write = if job.original.is_none() {
-                    stored.next()
-                } else {
-                    None
-                };
-                deliver(job, write, direct.then_some(&mut fan_out));
-            }
-        } else {
-            for job in jobs.drain(..) {
-                fail(job, "the server could not store this; try again");
-            }
-        }
-        writes.clear();
-        if jobs.capacity() <= MAX_BATCH && writes.capacity() <= MAX_BATCH {
-            let _ = recycle.send((jobs, writes));
+    while let Ok(mut batch) = batches.recv() {
+        batch.deliver(&mut shared.fan_out());
+        shared.handed.fetch_sub(1, Ordering::AcqRel);
+        if batch.jobs.capacity() <= MAX_BATCH && batch.writes.capacity() <= MAX_BATCH {
+            let _ = recycle.send(batch);
         }
     }
 }
@@ -295,4 +331,127 @@ fn fail(job: Job, why: &str) {
     }
     // The room assumed this entry would be stored; it must reload what really is.
     let _ = job.notify.send(Notice::Reload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{Outgoing, Taken};
+    use crate::store::{Append, MemoryStore};
+    use confide_proto::{EntryKind, FrameDecoder, LogEntry, UserId, UserName};
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
+
+    const ENTRIES: u64 = 3000;
+
+    fn job(seq: u64, recipients: &Arc<[Outbound]>, permits: &Arc<Semaphore>) -> Job {
+        let (notify, _) = mpsc::unbounded_channel();
+        let entry = LogEntry {
+            room: RoomId(1),
+            seq: Seq(seq),
+            timestamp: Timestamp(0),
+            sender: UserName::parse("alice").unwrap(),
+            device: None,
+            kind: EntryKind::Message {
+                body: seq.to_be_bytes().to_vec(),
+            },
+        };
+        Job {
+            write: Some(Write::Append(Append {
+                entry,
+                nonce: None,
+                effect: None,
+                group: None,
+            })),
+            recipients: Arc::clone(recipients),
+            extra: Vec::new(),
+            pushes: Vec::new(),
+            ack: Ack::Sent {
+                out: recipients[0].clone(),
+                id: RequestId(seq),
+                permit: Arc::clone(permits).try_acquire_owned().unwrap(),
+            },
+            original: None,
+            notify,
+        }
+    }
+
+    /// What one receiver got: `Entry(seq)` or `Ack(request)`, in order.
+    fn received(queue: &mut Outgoing) -> Vec<(bool, u64)> {
+        let mut taken = Taken::default();
+        let mut got = Vec::new();
+        while queue.try_take_all(&mut taken) {
+            for frame in taken.frames.drain(..) {
+                let mut buf = bytes::BytesMut::from(&frame[..]);
+                let payload = FrameDecoder::new(1 << 20)
+                    .next_payload(&mut buf)
+                    .unwrap()
+                    .unwrap();
+                match confide_proto::decode_value::<ServerFrame>(&payload).unwrap() {
+                    ServerFrame::Event(Event::Entry(entry)) => got.push((true, entry.seq.0)),
+                    ServerFrame::Response { id, result } => {
+                        assert!(result.is_ok(), "{result:?}");
+                        got.push((false, id.0));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_stored_delivered_and_acknowledged_in_order() {
+        let (handle, thread) = start(Arc::new(MemoryStore::new())).unwrap();
+        let mut outs = Vec::new();
+        let mut queues = Vec::new();
+        for conn in 0..3 {
+            let (out, queue) = Outbound::new(conn, 1 << 16, CancellationToken::new(), None);
+            outs.push(out.for_user(UserId(conn + 1)));
+            queues.push(queue);
+        }
+        let recipients: Arc<[Outbound]> = outs.into();
+        let permits = Arc::new(Semaphore::new(ENTRIES as usize));
+        // Submitted as fast as possible: the persister gathers them into batches, and
+        // hands most of those to the delivery thread while it commits the next.
+        for seq in 1..=ENTRIES {
+            handle.submit(job(seq, &recipients, &permits)).await;
+        }
+        drop(handle);
+        drop(recipients);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            permits.available_permits(),
+            ENTRIES as usize,
+            "every send acked"
+        );
+        for (conn, queue) in queues.iter_mut().enumerate() {
+            let got = received(queue);
+            let entries: Vec<u64> = got.iter().filter(|e| e.0).map(|e| e.1).collect();
+            assert_eq!(
+                entries,
+                (1..=ENTRIES).collect::<Vec<_>>(),
+                "receiver {conn}"
+            );
+            if conn == 0 {
+                // The sender's acknowledgement of each entry follows that entry.
+                let mut seen = 0;
+                for (is_entry, number) in got {
+                    if is_entry {
+                        seen = number;
+                    } else {
+                        assert!(number <= seen, "ack {number} before its entry");
+                    }
+                }
+            } else {
+                assert_eq!(
+                    got.len() as u64,
+                    ENTRIES,
+                    "receiver {conn} got only entries"
+                );
+            }
+        }
+    }
 }
