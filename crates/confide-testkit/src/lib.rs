@@ -7,6 +7,7 @@
 #![allow(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 pub mod process;
+pub mod proxy;
 pub mod raw;
 
 use anyhow::{Context as _, Result};

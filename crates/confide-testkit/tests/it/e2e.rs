@@ -749,3 +749,93 @@ async fn a_verified_users_new_identity_is_announced_loudly_to_those_who_share_a_
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stored_but_never_acknowledged_reads_back_with_its_text() {
+    let server = TestServer::start().await.unwrap();
+    // Alice uses the server through a proxy that can hold the server's answers.
+    let proxy = confide_testkit::proxy::Proxy::start(server.addr)
+        .await
+        .unwrap();
+    let alice_profile = tempfile::tempdir().unwrap();
+    let (client, _events) = register_at(proxy.addr, alice_profile.path(), "alice").await;
+    let mut bob = Person::register(&server, "bob").await;
+    let room = client
+        .create_room("relay".parse().unwrap(), false)
+        .await
+        .unwrap()
+        .id;
+    bob.client.join("relay".parse().unwrap()).await.unwrap();
+    client
+        .send_text(Target::Room(room), "greetings")
+        .await
+        .unwrap();
+    bob.hears(room, "greetings").await;
+    let last_of_alice = |log: &[confide_proto::LogEntry]| {
+        log.iter()
+            .filter(|entry| {
+                entry.sender.as_str() == "alice"
+                    && matches!(entry.kind, confide_proto::EntryKind::Message { .. })
+            })
+            .map(|entry| entry.seq)
+            .max()
+    };
+    let before = last_of_alice(&server_log(&server, "bob", room).await);
+
+    let client = std::sync::Arc::new(client);
+    // A send first catches the room up (small requests); the message itself is large,
+    // and the server's answers are held from the moment it goes out.
+    let text = format!("stored, never acknowledged {}", "x".repeat(8000));
+    proxy.hold_replies_after(6000);
+    let sending = {
+        let client = std::sync::Arc::clone(&client);
+        let text = text.clone();
+        tokio::spawn(async move { client.send_text(Target::Room(room), &text).await })
+    };
+    // The server stores the message; its acknowledgement stays in the proxy.
+    let stored = async {
+        loop {
+            let last = last_of_alice(&server_log(&server, "bob", room).await);
+            if last > before {
+                return last.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let seq = tokio::time::timeout(TIMEOUT, stored)
+        .await
+        .expect("never stored");
+    // The connection is lost, the client cannot get back in (the handshake's answers
+    // are held too), and alice closes it: the send's fate is unknown to her device.
+    proxy.cut();
+    tokio::time::timeout(TIMEOUT, client.close())
+        .await
+        .expect("close hung");
+    let result = tokio::time::timeout(TIMEOUT, sending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        result.is_err(),
+        "the send cannot have been acknowledged: {result:?}"
+    );
+    // Bob has it; alice, back, reads her own message back with its text.
+    bob.hears(room, &text).await;
+    proxy.hold_replies(false);
+    let (alice, mut alice_events) =
+        connect_at(proxy.addr, alice_profile.path(), Auth::Resume).await;
+    let own = loop {
+        let entry = next_message(&mut alice_events, room).await;
+        if entry.seq == seq {
+            break entry;
+        }
+    };
+    assert_eq!(own.sender.as_str(), "alice");
+    assert!(
+        own.text() == Some(text.as_str()),
+        "her own message did not read back with its text: {:?}",
+        own.content
+    );
+    alice.close().await;
+    bob.client.close().await;
+}
