@@ -635,6 +635,33 @@ mod tests {
 
     /// Our client halves, with the bench's pinning configuration, and a real rustls
     /// server (tokio-rustls) over loopback.
+    /// Sends `sent` to a server that echoes it, in pieces of `piece` bytes (with a
+    /// `pause` after each), then ends the stream; reads concurrently until the end and
+    /// checks that everything came back unchanged.
+    async fn echoed_whole(
+        mut reader: TlsReader,
+        mut writer: TlsWriter,
+        sent: Vec<u8>,
+        piece: usize,
+        pause: Option<Duration>,
+    ) {
+        let up = sent.clone();
+        let sender = tokio::spawn(async move {
+            for part in up.chunks(piece) {
+                writer.write_all(part).await.unwrap();
+                writer.flush().await.unwrap();
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            writer.shutdown().await.unwrap();
+        });
+        let mut got = BytesMut::new();
+        while reader.read(&mut got).await.unwrap() > 0 {}
+        assert_eq!(got.as_ref(), sent.as_slice());
+        sender.await.unwrap();
+    }
+
     async fn pair() -> (TlsReader, TlsWriter, TlsStream<TcpStream>) {
         pair_with(|_| {}).await
     }
@@ -705,7 +732,7 @@ mod tests {
     #[tokio::test]
     async fn reading_and_writing_at_once_from_two_tasks() {
         bounded(async {
-            let (mut reader, mut writer, server) = pair().await;
+            let (reader, writer, server) = pair().await;
             // The server echoes everything back.
             let (mut from_client, mut to_client) = tokio::io::split(server);
             let echo = tokio::spawn(async move {
@@ -714,19 +741,7 @@ mod tests {
                     .unwrap();
                 to_client.shutdown().await.unwrap();
             });
-            let sent = pattern(300 * 1024, 3);
-            let up = sent.clone();
-            let sender = tokio::spawn(async move {
-                for piece in up.chunks(7000) {
-                    writer.write_all(piece).await.unwrap();
-                    writer.flush().await.unwrap();
-                }
-                writer.shutdown().await.unwrap();
-            });
-            let mut got = BytesMut::new();
-            while reader.read(&mut got).await.unwrap() > 0 {}
-            assert_eq!(got.as_ref(), sent.as_slice());
-            sender.await.unwrap();
+            echoed_whole(reader, writer, pattern(300 * 1024, 3), 7000, None).await;
             echo.await.unwrap();
         })
         .await;
@@ -788,21 +803,9 @@ mod tests {
             tcp.set_nodelay(true).unwrap();
             let config = crate::client::tls_config(fingerprint).unwrap();
             let name = ServerName::try_from("localhost").unwrap();
-            let (mut reader, mut writer) = connect(tcp, config, name).await.unwrap();
-            let sent = pattern(3000, 11);
-            let up = sent.clone();
-            let sender = tokio::spawn(async move {
-                for piece in up.chunks(10) {
-                    writer.write_all(piece).await.unwrap();
-                    writer.flush().await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                writer.shutdown().await.unwrap();
-            });
-            let mut got = BytesMut::new();
-            while reader.read(&mut got).await.unwrap() > 0 {}
-            assert_eq!(got.as_ref(), sent.as_slice());
-            sender.await.unwrap();
+            let (reader, writer) = connect(tcp, config, name).await.unwrap();
+            let pause = Some(Duration::from_millis(1));
+            echoed_whole(reader, writer, pattern(3000, 11), 10, pause).await;
             server.await.unwrap();
             proxy.await.unwrap();
         })
