@@ -15,7 +15,7 @@ use crate::server::TargetKind;
 use crate::stats::{Outcome, Receipts};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::{Buf as _, BufMut as _, BytesMut};
-use confide_proto::frame::FrameDecoder;
+use confide_proto::frame::{FrameDecoder, decode_frame};
 use confide_proto::{
     ClientFrame, EntryKind, Event, MAX_FRAME_LEN, MessageNonce, Reply, Request, RequestId, RoomId,
     Seq, ServerFrame, SessionToken, Target, encode_frame,
@@ -268,7 +268,7 @@ impl Reader {
         let ended = loop {
             let now = now_ns();
             let handled = match self.kind {
-                TargetKind::Confide => self.frames_in(&decoder, &mut buf, now),
+                TargetKind::Confide => self.frames_in(&mut buf, now),
                 TargetKind::Relay => Ok(self.lines_in(&mut buf, now)),
             };
             match handled {
@@ -306,61 +306,65 @@ impl Reader {
         }
     }
 
-    /// Handles every complete frame in `buf`; returns how many.
-    fn frames_in(
-        &mut self,
-        decoder: &FrameDecoder,
-        buf: &mut BytesMut,
-        now: u64,
-    ) -> Result<u64, String> {
+    /// Handles every complete frame in `buf`, where they are (no frame is split off
+    /// the buffer); returns how many.
+    fn frames_in(&mut self, buf: &mut BytesMut, now: u64) -> Result<u64, String> {
         let mut count = 0;
-        while let Some(payload) = decoder
-            .next_payload(buf)
+        let mut start = 0;
+        while let Some((payload, total)) = decode_frame(&buf[start..], MAX_FRAME_LEN)
             .map_err(|err| format!("bad frame from the server: {err}"))?
         {
             count += 1;
-            // Most frames are messages: read those in place (see `entry_view`).
-            if let Some(entry) = message_entry(&payload) {
+            start += total;
+            self.frame_in(payload, now)?;
+        }
+        buf.advance(start);
+        Ok(count)
+    }
+
+    /// Handles one frame's payload.
+    fn frame_in(&mut self, payload: &[u8], now: u64) -> Result<(), String> {
+        // Most frames are messages: read those in place (see `entry_view`).
+        if let Some(entry) = message_entry(payload) {
+            let cursor = self.cursors.entry(entry.room).or_default();
+            *cursor = (*cursor).max(entry.seq);
+            if let Some(stamp) = Stamp::parse(entry.body) {
+                self.record(stamp, now);
+            }
+            return Ok(());
+        }
+        let frame = ServerFrame::from_payload(payload)
+            .map_err(|err| format!("undecodable frame from the server: {err}"))?;
+        match frame {
+            ServerFrame::Event(Event::Entry(entry)) => {
                 let cursor = self.cursors.entry(entry.room).or_default();
                 *cursor = (*cursor).max(entry.seq);
-                if let Some(stamp) = Stamp::parse(entry.body) {
+                if let EntryKind::Message { body } = &entry.kind
+                    && let Some(stamp) = Stamp::parse(body)
+                {
                     self.record(stamp, now);
                 }
-                continue;
             }
-            let frame = ServerFrame::from_payload(&payload)
-                .map_err(|err| format!("undecodable frame from the server: {err}"))?;
-            match frame {
-                ServerFrame::Event(Event::Entry(entry)) => {
-                    let cursor = self.cursors.entry(entry.room).or_default();
-                    *cursor = (*cursor).max(entry.seq);
-                    if let EntryKind::Message { body } = &entry.kind
-                        && let Some(stamp) = Stamp::parse(body)
-                    {
-                        self.record(stamp, now);
-                    }
-                }
-                ServerFrame::Event(_) => {}
-                ServerFrame::Response {
-                    result: Ok(Reply::Sent { .. }),
-                    ..
-                } => {
-                    self.progress.acked.fetch_add(1, Ordering::Relaxed);
-                    self.progress.last_ack_ns.store(now, Ordering::Relaxed);
-                    self.window.add_permits(1);
-                }
-                ServerFrame::Response { result: Ok(_), .. } => {}
-                ServerFrame::Response {
-                    result: Err(err), ..
-                } => {
-                    self.progress.refused.fetch_add(1, Ordering::Relaxed);
-                    self.first_refusal.get_or_insert_with(|| err.to_string());
-                    self.window.add_permits(1);
-                }
-                ServerFrame::Fatal(err) => return Err(format!("the server ended it: {err}")),
+            ServerFrame::Event(_) => {}
+            ServerFrame::Response {
+                result: Ok(Reply::Sent { .. }),
+                ..
+            } => {
+                self.progress.acked.fetch_add(1, Ordering::Relaxed);
+                self.progress.last_ack_ns.store(now, Ordering::Relaxed);
+                self.window.add_permits(1);
             }
+            ServerFrame::Response { result: Ok(_), .. } => {}
+            ServerFrame::Response {
+                result: Err(err), ..
+            } => {
+                self.progress.refused.fetch_add(1, Ordering::Relaxed);
+                self.first_refusal.get_or_insert_with(|| err.to_string());
+                self.window.add_permits(1);
+            }
+            ServerFrame::Fatal(err) => return Err(format!("the server ended it: {err}")),
         }
-        Ok(count)
+        Ok(())
     }
 
     /// Handles every complete line in `buf`; returns how many.
