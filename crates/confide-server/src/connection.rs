@@ -44,6 +44,17 @@ pub struct LoggedIn {
     pub token_hash: [u8; 32],
 }
 
+impl LoggedIn {
+    /// The account as room actors see it.
+    #[must_use]
+    pub fn person(&self) -> crate::room::Person {
+        crate::room::Person {
+            id: self.id,
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// Per-connection state used by request handlers.
 pub struct Connection {
     shared: Arc<Shared>,

@@ -378,10 +378,60 @@ pub async fn spawn(
     let loaded = tokio::task::spawn_blocking(move || load(store.as_ref(), id, owner))
         .await
         .map_err(|err| StoreError::Database(err.to_string()))??;
+    Ok(spawn_loaded(context, record, loaded, tracker))
+}
+
+/// Starts the actor of a direct conversation the store has just created: its state is
+/// known (the two users, nothing else), so nothing is read back.
+pub fn spawn_new_direct(
+    context: RoomContext,
+    record: RoomRecord,
+    people: [Person; 2],
+    tracker: &tokio_util::task::TaskTracker,
+) -> RoomHandle {
+    debug_assert_eq!(
+        record.direct.map(|(a, b)| [a, b]),
+        Some({
+            let mut ids = [people[0].id, people[1].id];
+            ids.sort();
+            ids
+        })
+    );
+    let members = people
+        .into_iter()
+        .map(|person| {
+            (
+                person.id,
+                Member {
+                    name: person.name,
+                    joined_seq: Seq(0),
+                },
+            )
+        })
+        .collect();
+    let loaded = Loaded {
+        owner_name: None,
+        last_seq: Seq(0),
+        last_timestamp: Timestamp(0),
+        members,
+        invited: HashSet::new(),
+        banned: HashSet::new(),
+        nonces: Vec::new(),
+        group: None,
+    };
+    spawn_loaded(context, record, loaded, tracker)
+}
+
+fn spawn_loaded(
+    context: RoomContext,
+    record: RoomRecord,
+    loaded: Loaded,
+    tracker: &tokio_util::task::TaskTracker,
+) -> RoomHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (notices, notices_rx) = mpsc::unbounded_channel();
     let handle = RoomHandle {
-        id,
+        id: record.id,
         public: record.kind == StoredKind::Public,
         tx,
     };
@@ -408,7 +458,7 @@ pub async fn spawn(
     };
     actor.apply(loaded);
     tracker.spawn(actor.run(rx, notices_rx));
-    Ok(handle)
+    handle
 }
 
 struct Loaded {

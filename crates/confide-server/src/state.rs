@@ -96,11 +96,31 @@ pub struct Rooms {
     /// Direct conversations by their two users (lower id first); they never change
     /// once created, so sending by user name needs no database read.
     directs: Mutex<HashMap<(UserId, UserId), RoomId>>,
-    /// Held while a room is created and its actor started, so that two requests for
-    /// the same direct conversation never start two actors for one room.
+    /// Held while a named room is created and its actor started.
     creating: tokio::sync::Mutex<()>,
+    /// Held by the caller creating the queued direct conversations, so that two
+    /// requests for one conversation never start two actors for it.
+    creating_directs: tokio::sync::Mutex<()>,
+    /// Requests for direct conversations not created yet, oldest first.
+    direct_queue: Mutex<Vec<DirectWait>>,
     context: RoomContext,
     tracker: TaskTracker,
+}
+
+/// Most direct conversations created with one commit.
+const MAX_DIRECT_BATCH: usize = 1024;
+
+/// Where the answer to a request for a direct conversation goes.
+type DirectAnswer = tokio::sync::oneshot::Sender<Result<RoomHandle, ProtoError>>;
+
+/// A queued request for the direct conversation of two users (lower id first).
+type DirectWait = ([Person; 2], DirectAnswer);
+
+/// Answers every waiter with `err`.
+fn fail_all(waiters: HashMap<(UserId, UserId), Vec<DirectAnswer>>, err: &ProtoError) {
+    for answer in waiters.into_values().flatten() {
+        let _ = answer.send(Err(err.clone()));
+    }
 }
 
 /// The server clock, in milliseconds since the Unix epoch.
@@ -182,6 +202,8 @@ impl Shared {
             map: Mutex::new(HashMap::new()),
             directs: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            creating_directs: tokio::sync::Mutex::new(()),
+            direct_queue: Mutex::new(Vec::new()),
             context: context.clone(),
             tracker,
         };
@@ -230,6 +252,12 @@ impl Rooms {
     async fn start(&self, record: RoomRecord) -> Result<RoomHandle, StoreError> {
         let pair = record.direct;
         let handle = room::spawn(self.context.clone(), record, &self.tracker).await?;
+        self.register(&handle, pair);
+        Ok(handle)
+    }
+
+    /// Makes a started actor findable, by id and (for a direct room) by its pair.
+    fn register(&self, handle: &RoomHandle, pair: Option<(UserId, UserId)>) {
         self.map().insert(handle.id, handle.clone());
         if let Some(pair) = pair {
             self.directs
@@ -237,7 +265,6 @@ impl Rooms {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(pair, handle.id);
         }
-        Ok(handle)
     }
 
     fn known_direct(&self, a: UserId, b: UserId) -> Option<RoomHandle> {
@@ -315,42 +342,137 @@ impl Rooms {
 
     /// The direct conversation of two users, created on first use.
     ///
+    /// Conversations asked for at about the same time are created together, with one
+    /// commit: the caller that takes the lead creates everything queued by then, and
+    /// the others find their answer waiting.
+    ///
     /// # Errors
     /// If it cannot be created.
-    pub async fn direct(&self, a: UserId, b: UserId) -> Result<RoomHandle, ProtoError> {
-        if let Some(handle) = self.known_direct(a, b) {
+    pub async fn direct(&self, a: &Person, b: &Person) -> Result<RoomHandle, ProtoError> {
+        if let Some(handle) = self.known_direct(a.id, b.id) {
             return Ok(handle);
+        }
+        let pair = if a.id <= b.id {
+            [a.clone(), b.clone()]
+        } else {
+            [b.clone(), a.clone()]
+        };
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.direct_queue().push((pair.clone(), tx));
+        let mut requeued = 0;
+        // Each round answers the oldest queued requests, so ours is answered after at
+        // most as many rounds as there were requests before it.
+        loop {
+            let _lead = self.creating_directs.lock().await;
+            match rx.try_recv() {
+                Ok(answer) => return answer,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                // The caller that took ours was cancelled part way (its connection
+                // closed). Ask again: what it stored is found, not created twice.
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) if requeued < 3 => {
+                    requeued += 1;
+                    let (tx, again) = tokio::sync::oneshot::channel();
+                    rx = again;
+                    self.direct_queue().push((pair.clone(), tx));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(ProtoError::new(
+                        ErrorCode::Internal,
+                        "the conversation could not be opened; try again",
+                    ));
+                }
+            }
+            let waiting = {
+                let mut queue = self.direct_queue();
+                let take = queue.len().min(MAX_DIRECT_BATCH);
+                queue.drain(..take).collect::<Vec<_>>()
+            };
+            self.create_directs(waiting).await;
+        }
+    }
+
+    fn direct_queue(&self) -> std::sync::MutexGuard<'_, Vec<DirectWait>> {
+        self.direct_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Finds or creates the conversation of every queued pair (with one store call),
+    /// starts the actors of new ones, tells both users' connections, and answers each
+    /// waiter.
+    async fn create_directs(&self, waiting: Vec<DirectWait>) {
+        let mut pairs: Vec<[Person; 2]> = Vec::new();
+        let mut waiters: HashMap<(UserId, UserId), Vec<DirectAnswer>> = HashMap::new();
+        for (people, answer) in waiting {
+            let ids = (people[0].id, people[1].id);
+            if let Some(handle) = self.known_direct(ids.0, ids.1) {
+                let _ = answer.send(Ok(handle));
+                continue;
+            }
+            let entry = waiters.entry(ids).or_default();
+            if entry.is_empty() {
+                pairs.push(people);
+            }
+            entry.push(answer);
+        }
+        if pairs.is_empty() {
+            return;
         }
         let store = Arc::clone(&self.context.store);
-        let existing = blocking(&store, move |store| store.direct_room(a, b)).await?;
-        if let Some(record) = existing
-            && let Some(handle) = self.get(record.id)
-        {
-            return Ok(handle);
-        }
-        let _creating = self.creating.lock().await;
-        let record = blocking(&store, move |store| {
-            if let Some(record) = store.direct_room(a, b)? {
-                return Ok(record);
-            }
-            store.create_room(
-                &NewRoom {
-                    name: None,
-                    kind: StoredKind::Direct,
-                    owner: None,
-                    direct: Some((a, b)),
-                    encryption: RoomEncryption::Mls,
-                },
-                now(),
-            )
+        let asked: Vec<(UserId, UserId)> = pairs.iter().map(|[a, b]| (a.id, b.id)).collect();
+        let records = blocking(&store, move |store| {
+            store.direct_rooms(&asked, &RoomEncryption::Mls, now())
         })
-        .await?;
-        if let Some(handle) = self.get(record.id) {
-            return Ok(handle);
+        .await;
+        let records = match records {
+            Ok(records) if records.len() == pairs.len() => records,
+            Ok(_) => {
+                let err = internal(&"the store answered for other conversations");
+                fail_all(waiters, &err);
+                return;
+            }
+            Err(err) => {
+                fail_all(waiters, &err);
+                return;
+            }
+        };
+        for (people, (record, created)) in pairs.into_iter().zip(records) {
+            let ids = (people[0].id, people[1].id);
+            let answer = match self.get(record.id) {
+                Some(handle) => Ok(handle),
+                None => {
+                    let started = if created {
+                        // Just stored with nothing in it but the two users: its state
+                        // is known without reading it back.
+                        let handle = room::spawn_new_direct(
+                            self.context.clone(),
+                            record,
+                            people,
+                            &self.tracker,
+                        );
+                        self.register(&handle, Some(ids));
+                        Ok(handle)
+                    } else {
+                        self.start(record).await
+                    };
+                    match started {
+                        Ok(handle) => {
+                            self.announce_direct(&handle, ids).await;
+                            Ok(handle)
+                        }
+                        Err(err) => Err(internal(&err)),
+                    }
+                }
+            };
+            for waiter in waiters.remove(&ids).unwrap_or_default() {
+                let _ = waiter.send(answer.clone());
+            }
         }
-        let handle = self.start(record).await.map_err(|err| internal(&err))?;
-        // Both users' open connections learn about the new conversation now; those
-        // that log in later find it in the store.
+    }
+
+    /// Both users' open connections learn about a new conversation; those that log in
+    /// later find it in the store.
+    async fn announce_direct(&self, handle: &RoomHandle, (a, b): (UserId, UserId)) {
         for user in [a, b] {
             if let Ok(view) = handle.view(user).await
                 && let Some(frame) = crate::outbound::encode(&confide_proto::ServerFrame::Event(
@@ -363,6 +485,5 @@ impl Rooms {
                 }
             }
         }
-        Ok(handle)
     }
 }

@@ -207,6 +207,20 @@ pub struct NewRoom {
     pub encryption: RoomEncryption,
 }
 
+impl NewRoom {
+    /// The direct conversation of `a` and `b`.
+    #[must_use]
+    pub fn direct(a: UserId, b: UserId, encryption: RoomEncryption) -> NewRoom {
+        NewRoom {
+            name: None,
+            kind: StoredKind::Direct,
+            owner: None,
+            direct: Some((a, b)),
+            encryption,
+        }
+    }
+}
+
 /// A remembered message nonce: who sent it with which nonce, and where it was stored.
 pub type RecentNonce = ((UserId, MessageNonce), (Seq, Timestamp));
 
@@ -252,6 +266,29 @@ pub trait Store: Send + Sync + 'static {
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// The direct room of two users, in either order.
     fn direct_room(&self, a: UserId, b: UserId) -> Result<Option<RoomRecord>, StoreError>;
+    /// The direct room of each pair of users, in order, with whether this call created
+    /// it (with `encryption` and both users as members, nothing else) or found it. Every
+    /// room created is stored by the time this returns; a store that commits durably
+    /// commits them all at once.
+    ///
+    /// # Errors
+    /// If the store fails; then none of the rooms it would have created exists.
+    fn direct_rooms(
+        &self,
+        pairs: &[(UserId, UserId)],
+        encryption: &RoomEncryption,
+        now: Timestamp,
+    ) -> Result<Vec<(RoomRecord, bool)>, StoreError> {
+        pairs
+            .iter()
+            .map(|&(a, b)| match self.direct_room(a, b)? {
+                Some(record) => Ok((record, false)),
+                None => self
+                    .create_room(&NewRoom::direct(a, b, encryption.clone()), now)
+                    .map(|record| (record, true)),
+            })
+            .collect()
+    }
 
     /// Members of a room.
     fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError>;

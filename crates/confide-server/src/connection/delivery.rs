@@ -7,7 +7,7 @@
 //! resolves user names; the room actor decides and verifies commits. Nothing here logs or inspects more than ids, epochs and counts.
 
 use super::{Connection, LoggedIn};
-use crate::room::{CommitRequest, Ephemeral, Person, ResolvedWelcome};
+use crate::room::{CommitRequest, Ephemeral, ResolvedWelcome};
 use crate::state::{blocking, internal};
 use crate::store::StoreError;
 use confide_crypto::ds;
@@ -236,7 +236,7 @@ impl Connection {
             ds::GroupWatch::init(room.0, &group_info, &creator)
         });
         let reply = handle
-            .init_group(person(user), group_info, epoch, watch)
+            .init_group(user.person(), group_info, epoch, watch)
             .await?;
         self.shared
             .events
@@ -266,7 +266,7 @@ impl Connection {
         };
         let reply = handle
             .commit(CommitRequest {
-                sender: person(user),
+                sender: user.person(),
                 device: self.device,
                 epoch,
                 commit,
@@ -393,7 +393,7 @@ impl Connection {
         }
         self.room(room)?
             .ephemeral(Ephemeral {
-                sender: person(user),
+                sender: user.person(),
                 device: self.device,
                 conn: self.conn,
                 body,
@@ -414,14 +414,7 @@ impl Connection {
                 "you cannot open a direct conversation with yourself",
             ));
         }
-        let handle = self.shared.rooms.direct(user.id, peer.id).await?;
+        let handle = self.shared.rooms.direct(&user.person(), &peer).await?;
         Ok(Reply::Room(handle.view(user.id).await?.info))
-    }
-}
-
-fn person(user: &LoggedIn) -> Person {
-    Person {
-        id: user.id,
-        name: user.name.clone(),
     }
 }

@@ -108,10 +108,7 @@ impl Connection {
     }
 
     async fn logged_in(&mut self, user: LoggedIn, request: Request) -> Result<Reply, ProtoError> {
-        let me = Person {
-            id: user.id,
-            name: user.name.clone(),
-        };
+        let me = user.person();
         match request {
             Request::Logout => {
                 let hash = user.token_hash;
@@ -326,7 +323,7 @@ impl Connection {
                         "you cannot send a direct message to yourself",
                     ));
                 }
-                self.shared.rooms.direct(user.id, peer.id).await?
+                self.shared.rooms.direct(&user.person(), &peer).await?
             }
         };
         // Waits when too many of this connection's messages await their commit, which

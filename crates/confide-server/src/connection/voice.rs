@@ -3,7 +3,7 @@
 //! logged; only their size is checked.
 
 use super::{Connection, LoggedIn};
-use crate::room::{Person, Voice};
+use crate::room::Voice;
 use confide_proto::{ErrorCode, ProtoError, Reply, RoomId};
 
 impl Connection {
@@ -31,10 +31,7 @@ impl Connection {
         }
         self.room(room)?
             .voice(Voice {
-                sender: Person {
-                    id: user.id,
-                    name: user.name.clone(),
-                },
+                sender: user.person(),
                 device: self.device,
                 conn: self.conn,
                 body,

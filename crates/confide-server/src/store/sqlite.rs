@@ -387,48 +387,45 @@ impl Store for SqliteStore {
     }
 
     fn create_room(&self, room: &NewRoom, now: Timestamp) -> Result<RoomRecord, StoreError> {
-        let direct = room
-            .direct
-            .map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(db)?;
-        let (encryption, salt) = encryption_columns(&room.encryption);
-        tx.execute(
-            "INSERT INTO rooms (name, canonical, kind, owner, direct_a, direct_b, created_ms,
-                                encryption, key_salt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                room.name.as_ref().map(RoomName::as_str),
-                room.name.as_ref().map(RoomName::canonical),
-                kind_code(room.kind),
-                room.owner.map(|id| id_i64(id.0)),
-                direct.map(|(a, _)| id_i64(a.0)),
-                direct.map(|(_, b)| id_i64(b.0)),
-                now.0,
-                encryption,
-                salt
-            ],
-        )
-        .map_err(db)?;
-        let id = tx.last_insert_rowid();
-        if let Some((a, b)) = direct {
-            for user in [a, b] {
-                tx.execute(
-                    "INSERT OR IGNORE INTO members (room_id, user_id, joined_seq) VALUES (?1, ?2, 0)",
-                    params![id, id_i64(user.0)],
-                )
-                .map_err(db)?;
-            }
-        }
+        let record = insert_room(&tx, room, now)?;
         tx.commit().map_err(db)?;
-        Ok(RoomRecord {
-            id: RoomId(id_u64(id)),
-            name: room.name.clone(),
-            kind: room.kind,
-            owner: room.owner,
-            direct,
-            encryption: room.encryption.clone(),
-        })
+        Ok(record)
+    }
+
+    fn direct_rooms(
+        &self,
+        pairs: &[(UserId, UserId)],
+        encryption: &RoomEncryption,
+        now: Timestamp,
+    ) -> Result<Vec<(RoomRecord, bool)>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db)?;
+        let mut records = Vec::with_capacity(pairs.len());
+        for &(a, b) in pairs {
+            let (a, b) = if a <= b { (a, b) } else { (b, a) };
+            let found = tx
+                .prepare_cached(&format!(
+                    "SELECT {ROOM_COLUMNS} FROM rooms WHERE direct_a = ?1 AND direct_b = ?2"
+                ))
+                .and_then(|mut select| {
+                    select
+                        .query_row(params![id_i64(a.0), id_i64(b.0)], row_room)
+                        .optional()
+                })
+                .map_err(db)?;
+            records.push(match found {
+                Some(row) => (to_room(row)?, false),
+                None => (
+                    insert_room(&tx, &NewRoom::direct(a, b, encryption.clone()), now)?,
+                    true,
+                ),
+            });
+        }
+        // One commit (one fsync) for every room of the batch.
+        tx.commit().map_err(db)?;
+        Ok(records)
     }
 
     fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError> {
@@ -739,6 +736,55 @@ impl Store for SqliteStore {
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(db)
     }
+}
+
+/// Inserts a room (for a direct room, with both users as members) in `tx`.
+fn insert_room(
+    tx: &rusqlite::Transaction<'_>,
+    room: &NewRoom,
+    now: Timestamp,
+) -> Result<RoomRecord, StoreError> {
+    let direct = room
+        .direct
+        .map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
+    let (encryption, salt) = encryption_columns(&room.encryption);
+    tx.prepare_cached(
+        "INSERT INTO rooms (name, canonical, kind, owner, direct_a, direct_b, created_ms,
+                            encryption, key_salt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            room.name.as_ref().map(RoomName::as_str),
+            room.name.as_ref().map(RoomName::canonical),
+            kind_code(room.kind),
+            room.owner.map(|id| id_i64(id.0)),
+            direct.map(|(a, _)| id_i64(a.0)),
+            direct.map(|(_, b)| id_i64(b.0)),
+            now.0,
+            encryption,
+            salt
+        ])
+    })
+    .map_err(db)?;
+    let id = tx.last_insert_rowid();
+    if let Some((a, b)) = direct {
+        for user in [a, b] {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO members (room_id, user_id, joined_seq) VALUES (?1, ?2, 0)",
+            )
+            .and_then(|mut insert| insert.execute(params![id, id_i64(user.0)]))
+            .map_err(db)?;
+        }
+    }
+    Ok(RoomRecord {
+        id: RoomId(id_u64(id)),
+        name: room.name.clone(),
+        kind: room.kind,
+        owner: room.owner,
+        direct,
+        encryption: room.encryption.clone(),
+    })
 }
 
 /// Inserts one log entry with its nonce, membership effect and group update.

@@ -187,6 +187,71 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
     assert_eq!(store.rooms_of(bob.id).unwrap(), vec![(direct.id, Seq(0))]);
 }
 
+fn direct_rooms_are_found_or_created_together(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let bob = user(store, "bob");
+    let carol = user(store, "carol");
+    let existing = store
+        .create_room(
+            &NewRoom::direct(alice.id, bob.id, RoomEncryption::Mls),
+            Timestamp(1),
+        )
+        .unwrap();
+    let got = store
+        .direct_rooms(
+            &[(bob.id, alice.id), (carol.id, alice.id), (bob.id, carol.id)],
+            &RoomEncryption::Mls,
+            Timestamp(2),
+        )
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], (existing.clone(), false), "found, in either order");
+    let (alice_carol, created) = got[1].clone();
+    assert!(created);
+    assert_eq!(alice_carol.direct, Some((alice.id, carol.id)));
+    assert_eq!(alice_carol.kind, StoredKind::Direct);
+    assert!(got[2].1);
+    let ids = [existing.id, alice_carol.id, got[2].0.id];
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    // Each new room is stored with its two users as members and nothing in its log.
+    for (record, _) in &got[1..] {
+        assert_eq!(
+            store
+                .direct_room(record.direct.unwrap().1, record.direct.unwrap().0)
+                .unwrap(),
+            Some(record.clone())
+        );
+        let mut members: Vec<UserId> = store
+            .members(record.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.user)
+            .collect();
+        members.sort();
+        let (a, b) = record.direct.unwrap();
+        assert_eq!(members, vec![a, b]);
+        assert_eq!(store.last_seq(record.id).unwrap(), Seq(0));
+    }
+    // Asked again, everything is found and nothing created.
+    let again = store
+        .direct_rooms(
+            &[(alice.id, carol.id), (carol.id, bob.id)],
+            &RoomEncryption::Mls,
+            Timestamp(3),
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![(got[1].0.clone(), false), (got[2].0.clone(), false)]
+    );
+    assert_eq!(
+        store
+            .direct_rooms(&[], &RoomEncryption::Mls, Timestamp(4))
+            .unwrap(),
+        vec![]
+    );
+}
+
 fn log_appends_are_ordered_and_paged(store: &dyn Store) {
     let alice = user(store, "alice");
     let room = store
@@ -366,6 +431,12 @@ macro_rules! suite {
             fn rooms_and_direct_rooms() {
                 let (_guard, store) = $make;
                 super::rooms_and_direct_rooms(&store);
+            }
+
+            #[test]
+            fn direct_rooms_are_found_or_created_together() {
+                let (_guard, store) = $make;
+                super::direct_rooms_are_found_or_created_together(&store);
             }
 
             #[test]

@@ -1297,6 +1297,85 @@ async fn identity_changes_are_pushed_to_room_mates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_opened_at_once_are_one_per_pair_and_survive_a_restart() {
+    // Every user opens a conversation with every other at the same moment, so each pair
+    // is asked for from both ends at once, and many are created together.
+    const USERS: usize = 8;
+    let mut server = TestServer::start().await.unwrap();
+    let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+    let mut clients = Vec::new();
+    for name in &names {
+        clients.push(user(&server, name).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let names = names.clone();
+        tasks.spawn(async move {
+            let mut opened = Vec::new();
+            for (j, peer) in names.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let request = Request::OpenDirect { user: peer.clone() };
+                match client.ok(request).await.unwrap() {
+                    Reply::Room(info) => opened.push(((i.min(j), i.max(j)), info.id)),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (i, client, opened)
+        });
+    }
+    let mut rooms: std::collections::HashMap<(usize, usize), RoomId> = Default::default();
+    let mut clients: Vec<Option<RawClient>> = (0..USERS).map(|_| None).collect();
+    while let Some(done) = tokio::time::timeout(TIMEOUT, tasks.join_next())
+        .await
+        .unwrap()
+    {
+        let (i, client, opened) = done.unwrap();
+        clients[i] = Some(client);
+        for (pair, id) in opened {
+            let first = *rooms.entry(pair).or_insert(id);
+            assert_eq!(first, id, "both ends of {pair:?} got the same conversation");
+        }
+    }
+    assert_eq!(rooms.len(), USERS * (USERS - 1) / 2);
+    let distinct: std::collections::HashSet<RoomId> = rooms.values().copied().collect();
+    assert_eq!(distinct.len(), rooms.len(), "one conversation per pair");
+    // Each conversation works: a message sent by name lands in it, at sequence 1.
+    let mut first = clients[0].take().unwrap();
+    for peer in 1..USERS {
+        match first
+            .say(Target::User(names[peer].clone()), "hello")
+            .await
+            .unwrap()
+        {
+            Ok(Reply::Sent { room, seq, .. }) => {
+                assert_eq!((room, seq), (rooms[&(0, peer)], Seq(1)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(first);
+    drop(clients);
+    // The conversations were stored: after a restart each pair finds the same one.
+    server.restart().await.unwrap();
+    let mut last = crate::support::login(&server, &names[USERS - 1]).await;
+    for peer in 0..USERS - 1 {
+        let request = Request::OpenDirect {
+            user: names[peer].clone(),
+        };
+        match last.ok(request).await.unwrap() {
+            Reply::Room(info) => {
+                assert_eq!(info.id, rooms[&(peer, USERS - 1)]);
+                let expected = if peer == 0 { Seq(1) } else { Seq(0) };
+                assert_eq!(info.last_seq, expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_direct_is_idempotent_and_sends_nothing() {
     let server = TestServer::start().await.unwrap();
     let mut alice = user(&server, "alice").await;
