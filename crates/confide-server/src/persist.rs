@@ -91,11 +91,39 @@ pub struct PersistHandle {
     tx: mpsc::Sender<Job>,
 }
 
+/// Room for a job in the persister's full queue, waited for.
+pub type Backlog = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Waits until a job [`PersistHandle::submit`] returned is queued.
+pub async fn queued(backlog: Option<Backlog>) {
+    if let Some(backlog) = backlog {
+        backlog.await;
+    }
+}
+
 impl PersistHandle {
-    /// Queues a job, waiting if the persister is behind.
-    pub async fn submit(&self, job: Job) {
-        if let Err(err) = self.tx.send(job).await {
-            fail(err.0, "the server is shutting down");
+    /// Queues a job. The queue nearly always has room and the job is queued at once;
+    /// when the persister is behind, the job waits in the returned future, which the
+    /// caller awaits before queueing anything else (so its jobs stay in order).
+    ///
+    /// Not an `async fn`: a room actor's future would then hold a job inline, and that
+    /// future is resident for every room; the rare wait is boxed instead.
+    #[must_use = "the job is not queued until the backlog is awaited"]
+    pub fn submit(&self, job: Job) -> Option<Backlog> {
+        match self.tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let tx = self.tx.clone();
+                Some(Box::pin(async move {
+                    if let Err(err) = tx.send(job).await {
+                        fail(err.0, "the server is shutting down");
+                    }
+                }))
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                fail(job, "the server is shutting down");
+                None
+            }
         }
     }
 }
@@ -415,7 +443,7 @@ mod tests {
         // Submitted as fast as possible: the persister gathers them into batches, and
         // hands most of those to the delivery thread while it commits the next.
         for seq in 1..=ENTRIES {
-            handle.submit(job(seq, &recipients, &permits)).await;
+            queued(handle.submit(job(seq, &recipients, &permits))).await;
         }
         drop(handle);
         drop(recipients);

@@ -21,7 +21,7 @@ pub use group::{CommitRequest, Ephemeral, ResolvedWelcome};
 pub use voice::Voice;
 
 use crate::outbound::{ConnId, Outbound, encode};
-use crate::persist::{Ack, Job, Notice, PersistHandle};
+use crate::persist::{Ack, Backlog, Job, Notice, PersistHandle, queued};
 use crate::sessions::Sessions;
 use crate::store::{Append, Effect, GroupRecord, RoomRecord, Store, StoreError, StoredKind, Write};
 use confide_proto::{
@@ -108,8 +108,10 @@ pub struct RoomView {
     pub joined_seq: Option<Seq>,
 }
 
+/// What a room actor is asked. Large payloads are boxed: every room's queue allocates
+/// room for 32 commands up front.
 enum Command {
-    Post(Post),
+    Post(Box<Post>),
     Subscribe(Outbound),
     Unsubscribe(UserId, ConnId),
     Change(Person, Action, oneshot::Sender<Result<(), ProtoError>>),
@@ -158,7 +160,7 @@ impl RoomHandle {
     /// Posts a message; the acknowledgement goes to the post's connection.
     pub async fn post(&self, post: Post) {
         if let Err(mpsc::error::SendError(Command::Post(post))) =
-            self.tx.send(Command::Post(post)).await
+            self.tx.send(Command::Post(Box::new(post))).await
         {
             post.out.send(&ServerFrame::Response {
                 id: post.id,
@@ -457,7 +459,7 @@ fn spawn_loaded(
         presence_due: None,
     };
     actor.apply(loaded);
-    tracker.spawn(actor.run(rx, notices_rx));
+    tracker.spawn(Box::new(actor).run(rx, notices_rx));
     handle
 }
 
@@ -571,8 +573,10 @@ impl RoomActor {
         self.recipients = None;
     }
 
+    /// The actor's loop. The actor is boxed: an `async fn` keeps its arguments and its
+    /// working copy apart, and this future is resident for every room.
     async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut commands: mpsc::Receiver<Command>,
         mut notices: mpsc::UnboundedReceiver<Notice>,
     ) {
@@ -591,75 +595,100 @@ impl RoomActor {
         }
     }
 
+    /// Carries out a command. The only waits are rebuilding the group watch (boxed) and
+    /// room in the persister's queue (rare, boxed): this future is part of every room's
+    /// resident task, so nothing large is held across a wait.
     async fn handle(&mut self, command: Command) {
+        if let Command::Commit(commit, _) = &command
+            && self.wants_watch(commit)
+        {
+            Box::pin(self.rebuild_watch()).await;
+        }
+        let backlog = self.carry_out(command);
+        queued(backlog).await;
+    }
+
+    /// Carries out a command; returns the persister's backlog if its job must wait.
+    fn carry_out(&mut self, command: Command) -> Option<Backlog> {
         match command {
             Command::Post(post) => {
-                if let Some(job) = self.post(post) {
-                    self.context.persister.submit(job).await;
-                }
+                let job = self.post(*post)?;
+                self.context.persister.submit(job)
             }
-            Command::Subscribe(out) => self.subscribe(out),
-            Command::Unsubscribe(user, conn) => self.unsubscribe(user, conn),
+            Command::Subscribe(out) => {
+                self.subscribe(out);
+                None
+            }
+            Command::Unsubscribe(user, conn) => {
+                self.unsubscribe(user, conn);
+                None
+            }
             Command::Change(actor, action, reply) => match self.change(&actor, action) {
                 Ok(Some(mut job)) => {
                     job.ack = Ack::Done(reply);
-                    self.context.persister.submit(job).await;
+                    self.context.persister.submit(job)
                 }
                 Ok(None) => {
                     let _ = reply.send(Ok(()));
+                    None
                 }
                 Err(err) => {
                     let _ = reply.send(Err(err));
+                    None
                 }
             },
             Command::Members(asker, reply) => {
                 let _ = reply.send(self.member_list(asker));
+                None
             }
             Command::View(viewer, reply) => {
                 let _ = reply.send(RoomView {
                     info: self.info(viewer),
                     joined_seq: self.members.get(&viewer).map(|member| member.joined_seq),
                 });
+                None
             }
             Command::InitGroup(sender, init, reply) => match self.init_group(&sender, *init) {
-                Ok(job) => self.submit_reply(job, reply).await,
+                Ok(job) => self.submit_reply(job, reply),
                 Err(err) => {
                     let _ = reply.send(Err(err));
+                    None
                 }
             },
-            Command::Commit(commit, reply) => {
-                if self.wants_watch(&commit) {
-                    self.rebuild_watch().await;
+            Command::Commit(commit, reply) => match self.commit(*commit) {
+                Ok(job) => self.submit_reply(job, reply),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                    None
                 }
-                match self.commit(*commit) {
-                    Ok(job) => self.submit_reply(job, reply).await,
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
-            }
+            },
             Command::GroupInfo(asker, reply) => {
                 let _ = reply.send(self.group_info(asker));
+                None
             }
             Command::Ephemeral(ephemeral, reply) => {
                 let _ = reply.send(self.ephemeral(ephemeral));
+                None
             }
             Command::Online(reply) => {
                 let _ = reply.send(self.recipients());
+                None
             }
             Command::Listen(out, on, reply) => {
                 let _ = reply.send(self.listen(out, on));
+                None
             }
             Command::Voice(voice, reply) => {
                 let _ = reply.send(self.voice(voice));
+                None
             }
         }
     }
 
     /// Queues a job whose acknowledgement is a reply prepared by the actor.
-    async fn submit_reply(&mut self, (mut job, answer): (Job, Reply), reply: ReplyTx) {
+    fn submit_reply(&self, (mut job, answer): (Job, Reply), reply: ReplyTx) -> Option<Backlog> {
         job.ack = Ack::Reply(reply, answer);
-        self.context.persister.submit(job).await;
+        self.context.persister.submit(job)
     }
 
     async fn on_notice(&mut self, notice: Notice) {
