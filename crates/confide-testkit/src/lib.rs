@@ -66,6 +66,10 @@ pub struct TestServer {
     data_dir: PathBuf,
     shutdown: CancellationToken,
     server: Option<confide_server::Server>,
+    /// A second handle on the listening socket, so that a restart takes the same socket
+    /// over: the port is never free for another test to take, and clients reconnecting
+    /// meanwhile wait in its backlog for the new server.
+    held: Option<std::net::TcpListener>,
 }
 
 impl TestServer {
@@ -87,16 +91,30 @@ impl TestServer {
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let data_dir = config.data_dir.clone();
-        let mut server = TestServer::start_in(config, data_dir).await?;
+        let mut server = TestServer::start_in(config, data_dir, None).await?;
         server.dir = Some(dir);
         Ok(server)
     }
 
-    async fn start_in(mut config: Config, data_dir: PathBuf) -> Result<TestServer> {
+    /// Starts a server on `held` (a listening socket kept from the last run), or on a
+    /// socket bound to `config.listen`.
+    async fn start_in(
+        mut config: Config,
+        data_dir: PathBuf,
+        held: Option<std::net::TcpListener>,
+    ) -> Result<TestServer> {
         if !config.listen.ip().is_loopback() {
             config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         }
-        let listener = bind(config.listen).await?;
+        let socket = match held {
+            Some(socket) => socket,
+            None => bind(config.listen).await?.into_std()?,
+        };
+        let held = socket
+            .try_clone()
+            .context("cannot keep the listening socket")?;
+        socket.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(socket)?;
         let shutdown = CancellationToken::new();
         let server = confide_server::start(listener, config.clone(), shutdown.clone()).await?;
         Ok(TestServer {
@@ -107,6 +125,7 @@ impl TestServer {
             data_dir,
             shutdown,
             server: Some(server),
+            held: Some(held),
         })
     }
 
@@ -123,7 +142,14 @@ impl TestServer {
     }
 
     /// Shuts down gracefully and waits until everything is flushed.
+    /// The port closes with it: clients are refused until a server listens again.
     pub async fn stop(&mut self) -> Result<()> {
+        let result = self.stop_server().await;
+        self.held = None;
+        result
+    }
+
+    async fn stop_server(&mut self) -> Result<()> {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             tokio::time::timeout(TIMEOUT, server.wait())
@@ -133,13 +159,15 @@ impl TestServer {
         Ok(())
     }
 
-    /// Stops, then starts again on the same data directory and the same port, so that
-    /// clients can reconnect to it.
+    /// Stops, then starts again on the same data directory and the same listening
+    /// socket, so that clients can reconnect to it. Every connection is cut; clients
+    /// that reconnect before the new server is up wait in the socket's backlog.
     pub async fn restart(&mut self) -> Result<()> {
-        self.stop().await?;
+        self.stop_server().await?;
         let mut config = self.config.clone();
         config.listen = self.addr;
-        let mut next = TestServer::start_in(config, self.data_dir.clone()).await?;
+        let held = self.held.take();
+        let mut next = TestServer::start_in(config, self.data_dir.clone(), held).await?;
         next.dir = self.dir.take();
         *self = next;
         Ok(())
