@@ -124,6 +124,14 @@ fn read(c: &mut Criterion) {
                 assert_eq!(black_box(entries).len(), 500);
             });
         });
+        // What every room's start-up and every history page begins with.
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("the latest entry", |b| {
+            b.iter(|| {
+                let entries = fixture.store.entries_before(fixture.room, None, 1).unwrap();
+                assert_eq!(black_box(entries).len(), 1);
+            });
+        });
         group.finish();
     }
 }

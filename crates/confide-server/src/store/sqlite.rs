@@ -15,6 +15,7 @@ use confide_proto::{
     ClaimedKeyPackage, DeviceId, EntryKind, IdentityBundle, LogEntry, MessageNonce, PendingWelcome,
     RoomEncryption, RoomId, RoomName, Seq, Timestamp, UserId, UserName, WelcomeId,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -256,6 +257,14 @@ impl SqliteStore {
         reader
             .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
             .map_err(db)?;
+        for conn in [&writer, &reader] {
+            // Plans that do not depend on bound values. Without this SQLite looks at the
+            // value bound to `LIMIT ?` when planning, and so prepares such a statement
+            // again every time it is bound to a new value: every history page and every
+            // room's start-up re-parsed its query.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+                .map_err(db)?;
+        }
         let checkpoints = start_checkpoints(path)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
