@@ -94,6 +94,10 @@ pub struct Limits {
     pub voice_frames_per_second: f64,
     /// Live voice frames in a burst.
     pub voice_frame_burst: f64,
+    /// Seconds a room with nobody online in it stays in memory after its last use;
+    /// it is read back from the store when next needed. 0 keeps every room used since
+    /// the start in memory.
+    pub room_idle_secs: u64,
 }
 
 /// The smallest blob chunk accepted, in bytes.
@@ -161,6 +165,7 @@ impl Default for Limits {
             chunk_request_burst: 4000.0,
             voice_frames_per_second: 100.0,
             voice_frame_burst: 200.0,
+            room_idle_secs: 600,
         }
     }
 }
@@ -202,6 +207,12 @@ impl Limits {
     pub fn chunk_bytes(&self) -> std::ops::RangeInclusive<u32> {
         let fits = self.max_frame_bytes.saturating_sub(CHUNK_FRAME_HEADROOM);
         MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES.min(fits)
+    }
+
+    /// How long an unused room with nobody online stays in memory, or `None` for ever.
+    #[must_use]
+    pub fn room_idle(&self) -> Option<Duration> {
+        (self.room_idle_secs > 0).then(|| Duration::from_secs(self.room_idle_secs))
     }
 
     /// How long an incomplete upload is kept, or `None` for ever.

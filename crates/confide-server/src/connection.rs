@@ -368,7 +368,7 @@ impl Connection {
                 .await
                 .unwrap_or_default();
         for (room, _) in rooms {
-            if let Some(handle) = self.shared.rooms.get(room) {
+            if let Some(handle) = self.shared.rooms.resident(room) {
                 handle.unsubscribe(user.id, self.conn).await;
             }
         }

@@ -113,6 +113,9 @@ pub async fn start(
         persister,
         shutdown: shutdown.child_token(),
         welcome_ids: Arc::new(std::sync::atomic::AtomicU64::new(last_welcome.0)),
+        residents: Arc::default(),
+        idle: config.limits.room_idle(),
+        events: events.clone(),
     };
     let room_shutdown = context.shutdown.clone();
     let shared = Arc::new(

@@ -124,6 +124,8 @@ enum Command {
     Online(oneshot::Sender<Arc<[Outbound]>>),
     Listen(Outbound, bool, oneshot::Sender<Result<(), ProtoError>>),
     Voice(Voice, oneshot::Sender<Result<(), ProtoError>>),
+    /// Sent to every resident room once an idle period (see [`sweep`]).
+    Idle,
 }
 
 /// Where a room sends the reply to a request it answers once stored.
@@ -328,7 +330,19 @@ pub struct RoomContext {
     pub shutdown: CancellationToken,
     /// The last Welcome id handed out, shared by all rooms (ids are server-wide).
     pub welcome_ids: Arc<AtomicU64>,
+    /// The rooms whose actors run, by id (see [`Residents`]).
+    pub residents: Residents,
+    /// How long a room nobody is online in stays after its last use (between one and
+    /// two such periods); `None` for ever.
+    pub idle: Option<std::time::Duration>,
+    /// The event log, for rooms leaving memory.
+    pub events: crate::eventlog::EventLog,
 }
+
+/// The actors that run, by room. [`crate::state::Rooms`] finds and starts them; an
+/// actor with nobody online and nothing to do removes itself, when nobody else holds
+/// its handle, and stops (see `RoomActor::retire`).
+pub type Residents = Arc<std::sync::Mutex<HashMap<RoomId, RoomHandle>>>;
 
 struct Member {
     name: UserName,
@@ -363,6 +377,47 @@ struct RoomActor {
     presence_changes: HashMap<UserId, bool>,
     /// When the gathered presence changes are told.
     presence_due: Option<tokio::time::Instant>,
+    /// This actor's own command channel, to recognise its handle among the residents.
+    me: mpsc::WeakSender<Command>,
+    /// Whether a command or notice came since the idle timer last looked.
+    used: bool,
+}
+
+/// Rooms asked about their idleness at once while the residents are locked.
+const SWEEP_CHUNK: usize = 1024;
+
+/// Asks every resident room, once per `idle`, whether it was used since the last time;
+/// rooms that were not, with nobody online, leave memory (`RoomActor::retire`). A
+/// room whose queue is full is busy and is skipped. Runs until `shutdown`.
+pub async fn sweep(residents: Residents, idle: std::time::Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let ids: Vec<RoomId> = lock_residents(&residents).keys().copied().collect();
+        for chunk in ids.chunks(SWEEP_CHUNK) {
+            {
+                // The handles are used in place, not copied: a copy held elsewhere
+                // keeps a room from leaving (see `retire`).
+                let residents = lock_residents(&residents);
+                for id in chunk {
+                    if let Some(handle) = residents.get(id) {
+                        let _ = handle.tx.try_send(Command::Idle);
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn lock_residents(residents: &Residents) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+    residents
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Loads a room's state and starts its actor.
@@ -431,6 +486,7 @@ fn spawn_loaded(
     tracker: &tokio_util::task::TaskTracker,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let me = tx.downgrade();
     let (notices, notices_rx) = mpsc::unbounded_channel();
     let handle = RoomHandle {
         id: record.id,
@@ -457,6 +513,8 @@ fn spawn_loaded(
         notices,
         presence_changes: HashMap::new(),
         presence_due: None,
+        me,
+        used: false,
     };
     actor.apply(loaded);
     tracker.spawn(Box::new(actor).run(rx, notices_rx));
@@ -586,13 +644,71 @@ impl RoomActor {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = sleep_until_due(self.presence_due) => self.tell_presence(),
-                Some(notice) = notices.recv() => self.on_notice(notice).await,
+                Some(notice) = notices.recv() => {
+                    self.used = true;
+                    self.on_notice(notice).await;
+                }
                 command = commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    // Unused since the last look: leave if nothing needs this actor.
+                    Some(Command::Idle) => {
+                        if !std::mem::take(&mut self.used) && self.retire(&commands, &notices) {
+                            break;
+                        }
+                    }
+                    Some(command) => {
+                        self.used = true;
+                        self.handle(command).await;
+                    }
                     None => break,
                 },
             }
         }
+    }
+
+    /// Leaves memory if nobody is online in the room, nothing is in flight and no task
+    /// holds the room's handle besides the residents: then, once removed from them,
+    /// nobody can reach this actor, and the next use reads the room from the store,
+    /// which has everything this actor handed to the persister.
+    fn retire(
+        &mut self,
+        commands: &mpsc::Receiver<Command>,
+        notices: &mpsc::UnboundedReceiver<Notice>,
+    ) -> bool {
+        let online = self
+            .subscribers
+            .values()
+            .flatten()
+            .any(|out| !out.is_closed());
+        // Every job in the persister's hands holds a clone of `self.notices`.
+        let in_flight = self.notices.strong_count() > 1 || !notices.is_empty();
+        if online
+            || in_flight
+            || self.listeners.values().any(|out| !out.is_closed())
+            || !self.presence_changes.is_empty()
+        {
+            return false;
+        }
+        let id = self.record.id;
+        {
+            let mut residents = lock_residents(&self.context.residents);
+            // With the residents locked nobody can take a new copy of the handle, so
+            // one sender left means the residents' own, and nothing queued means
+            // nothing was sent by a copy since dropped.
+            if commands.sender_strong_count() != 1 || !commands.is_empty() {
+                return false;
+            }
+            let ours = residents.get(&id).is_some_and(|handle| {
+                self.me
+                    .upgrade()
+                    .is_some_and(|me| me.same_channel(&handle.tx))
+            });
+            if !ours {
+                return false;
+            }
+            residents.remove(&id);
+        }
+        self.context.events.record("room_unload", &[("room", &id)]);
+        true
     }
 
     /// Carries out a command. The only waits are rebuilding the group watch (boxed) and
@@ -678,6 +794,7 @@ impl RoomActor {
                 let _ = reply.send(self.listen(out, on));
                 None
             }
+            Command::Idle => None,
             Command::Voice(voice, reply) => {
                 let _ = reply.send(self.voice(voice));
                 None

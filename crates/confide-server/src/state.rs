@@ -90,9 +90,15 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// The registry of room actors.
+/// The registry of room actors. An actor starts when its room is first needed (at a
+/// member's login, or when asked for by id or name) and leaves memory on its own once
+/// nobody is online in the room for a while (`RoomActor::retire`).
 pub struct Rooms {
-    map: Mutex<HashMap<RoomId, RoomHandle>>,
+    map: room::Residents,
+    /// Rooms whose actors are being started, with who else waits for each.
+    loading: Mutex<HashMap<RoomId, Vec<OpenAnswer>>>,
+    /// Every public room, for the room list.
+    public: Mutex<std::collections::BTreeSet<RoomId>>,
     /// Direct conversations by their two users (lower id first); they never change
     /// once created, so sending by user name needs no database read.
     directs: Mutex<HashMap<(UserId, UserId), RoomId>>,
@@ -109,6 +115,13 @@ pub struct Rooms {
 
 /// Most direct conversations created with one commit.
 const MAX_DIRECT_BATCH: usize = 1024;
+
+/// How often a caller waiting for another's start of a room starts it itself, when
+/// the other gives up part way (its connection closed).
+const OPEN_ATTEMPTS: usize = 4;
+
+/// Where the answer to a wait for a room's start goes.
+type OpenAnswer = tokio::sync::oneshot::Sender<Result<Option<RoomHandle>, ProtoError>>;
 
 /// Where the answer to a request for a direct conversation goes.
 type DirectAnswer = tokio::sync::oneshot::Sender<Result<RoomHandle, ProtoError>>;
@@ -198,8 +211,17 @@ impl Shared {
             })
             .await??
         };
+        if let Some(idle) = context.idle {
+            tracker.spawn(room::sweep(
+                Arc::clone(&context.residents),
+                idle,
+                context.shutdown.clone(),
+            ));
+        }
         let rooms = Rooms {
-            map: Mutex::new(HashMap::new()),
+            map: Arc::clone(&context.residents),
+            loading: Mutex::new(HashMap::new()),
+            public: Mutex::new(std::collections::BTreeSet::new()),
             directs: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             creating_directs: tokio::sync::Mutex::new(()),
@@ -207,6 +229,7 @@ impl Shared {
             context: context.clone(),
             tracker,
         };
+        // No actor starts yet: each starts when its room is first needed.
         let mut lobby = None;
         for record in records {
             if record
@@ -216,7 +239,7 @@ impl Shared {
             {
                 lobby = Some(record.id);
             }
-            rooms.start(record).await?;
+            rooms.know(&record);
         }
         let lobby = lobby.ok_or_else(|| anyhow::anyhow!("the lobby is missing"))?;
         Ok(Shared {
@@ -249,51 +272,115 @@ impl Rooms {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn start(&self, record: RoomRecord) -> Result<RoomHandle, StoreError> {
-        let pair = record.direct;
-        let handle = room::spawn(self.context.clone(), record, &self.tracker).await?;
-        self.register(&handle, pair);
-        Ok(handle)
+    fn loading(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Vec<OpenAnswer>>> {
+        self.loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes a started actor findable, by id and (for a direct room) by its pair.
-    fn register(&self, handle: &RoomHandle, pair: Option<(UserId, UserId)>) {
-        self.map().insert(handle.id, handle.clone());
-        if let Some(pair) = pair {
+    /// Remembers what never changes about a stored room: whether it is public, and a
+    /// direct conversation's pair.
+    fn know(&self, record: &RoomRecord) {
+        if record.kind == StoredKind::Public {
+            self.public
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(record.id);
+        }
+        if let Some(pair) = record.direct {
             self.directs
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(pair, handle.id);
+                .insert(pair, record.id);
         }
     }
 
-    fn known_direct(&self, a: UserId, b: UserId) -> Option<RoomHandle> {
+    fn known_direct(&self, a: UserId, b: UserId) -> Option<RoomId> {
         let pair = if a <= b { (a, b) } else { (b, a) };
-        let id = *self
-            .directs
+        self.directs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&pair)?;
-        self.get(id)
+            .get(&pair)
+            .copied()
     }
 
-    /// The actor of a room.
+    /// The actor of a room if it runs now. Rooms that do not run have nobody online in
+    /// them: this is for telling or dropping connections, never for a user's request.
     #[must_use]
-    pub fn get(&self, id: RoomId) -> Option<RoomHandle> {
+    pub fn resident(&self, id: RoomId) -> Option<RoomHandle> {
         self.map().get(&id).cloned()
     }
 
-    /// Every public room.
+    /// The actor of a room, started from the store if it does not run; `None` if there
+    /// is no such room. Callers asking for the same room at once share one start.
+    ///
+    /// # Errors
+    /// If the room's state cannot be read.
+    pub async fn open(&self, id: RoomId) -> Result<Option<RoomHandle>, ProtoError> {
+        for _ in 0..OPEN_ATTEMPTS {
+            let waiting = {
+                let map = self.map();
+                if let Some(handle) = map.get(&id) {
+                    return Ok(Some(handle.clone()));
+                }
+                match self.loading().entry(id) {
+                    std::collections::hash_map::Entry::Occupied(mut waiters) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        waiters.get_mut().push(tx);
+                        Some(rx)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Vec::new());
+                        None
+                    }
+                }
+            };
+            match waiting {
+                // The starter was cancelled part way when this fails: start it here.
+                Some(answer) => {
+                    if let Ok(answer) = answer.await {
+                        return answer;
+                    }
+                }
+                None => {
+                    let mut start = Starting {
+                        rooms: self,
+                        id,
+                        finished: false,
+                    };
+                    let answer = self.start(id).await;
+                    start.finish(&answer);
+                    return answer;
+                }
+            }
+        }
+        Err(ProtoError::new(
+            ErrorCode::Internal,
+            "the room could not be opened; try again",
+        ))
+    }
+
+    /// Reads a room and starts its actor (see [`Rooms::open`], which makes it findable).
+    async fn start(&self, id: RoomId) -> Result<Option<RoomHandle>, ProtoError> {
+        let Some(record) = blocking(&self.context.store, move |store| store.room(id)).await? else {
+            return Ok(None);
+        };
+        let handle = room::spawn(self.context.clone(), record, &self.tracker)
+            .await
+            .map_err(|err| internal(&err))?;
+        self.context.events.record("room_load", &[("room", &id)]);
+        Ok(Some(handle))
+    }
+
+    /// The ids of every public room, in order.
     #[must_use]
-    pub fn public(&self) -> Vec<RoomHandle> {
-        let mut list: Vec<RoomHandle> = self
-            .map()
-            .values()
-            .filter(|room| room.public)
-            .cloned()
-            .collect();
-        list.sort_by_key(|room| room.id);
-        list
+    pub fn public(&self) -> Vec<RoomId> {
+        self.public
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Creates a named room owned by `owner`, who becomes its first member.
@@ -334,7 +421,10 @@ impl Rooms {
                 }
                 Err(err) => return Err(internal(&err)),
             };
-            self.start(record).await.map_err(|err| internal(&err))?
+            self.know(&record);
+            self.open(record.id)
+                .await?
+                .ok_or_else(|| internal(&"a room just created is missing"))?
         };
         handle.change(owner, Action::Create).await?;
         Ok(handle)
@@ -349,7 +439,9 @@ impl Rooms {
     /// # Errors
     /// If it cannot be created.
     pub async fn direct(&self, a: &Person, b: &Person) -> Result<RoomHandle, ProtoError> {
-        if let Some(handle) = self.known_direct(a.id, b.id) {
+        if let Some(id) = self.known_direct(a.id, b.id)
+            && let Some(handle) = self.open(id).await?
+        {
             return Ok(handle);
         }
         let pair = if a.id <= b.id {
@@ -405,8 +497,10 @@ impl Rooms {
         let mut waiters: HashMap<(UserId, UserId), Vec<DirectAnswer>> = HashMap::new();
         for (people, answer) in waiting {
             let ids = (people[0].id, people[1].id);
-            if let Some(handle) = self.known_direct(ids.0, ids.1) {
-                let _ = answer.send(Ok(handle));
+            if let Some(id) = self.known_direct(ids.0, ids.1) {
+                let _ = answer.send(self.open(id).await.and_then(|handle| {
+                    handle.ok_or_else(|| internal(&"a known conversation is missing"))
+                }));
                 continue;
             }
             let entry = waiters.entry(ids).or_default();
@@ -438,36 +532,54 @@ impl Rooms {
         };
         for (people, (record, created)) in pairs.into_iter().zip(records) {
             let ids = (people[0].id, people[1].id);
-            let answer = match self.get(record.id) {
+            self.know(&record);
+            let id = record.id;
+            let resident = self.resident(id);
+            let answer = match resident {
                 Some(handle) => Ok(handle),
                 None => {
                     let started = if created {
                         // Just stored with nothing in it but the two users: its state
                         // is known without reading it back.
-                        let handle = room::spawn_new_direct(
-                            self.context.clone(),
-                            record,
-                            people,
-                            &self.tracker,
-                        );
-                        self.register(&handle, Some(ids));
-                        Ok(handle)
+                        self.start_new_direct(record, people).await
                     } else {
-                        self.start(record).await
+                        self.open(id).await.and_then(|handle| {
+                            handle.ok_or_else(|| internal(&"a stored conversation is missing"))
+                        })
                     };
-                    match started {
-                        Ok(handle) => {
-                            self.announce_direct(&handle, ids).await;
-                            Ok(handle)
-                        }
-                        Err(err) => Err(internal(&err)),
+                    // Stored by a caller cancelled before it told anyone, or just made.
+                    if let Ok(handle) = &started {
+                        self.announce_direct(handle, ids).await;
                     }
+                    started
                 }
             };
             for waiter in waiters.remove(&ids).unwrap_or_default() {
                 let _ = waiter.send(answer.clone());
             }
         }
+    }
+
+    /// Starts the actor of a conversation the store has just created, unless a start
+    /// from the store (by its id) got there first.
+    async fn start_new_direct(
+        &self,
+        record: RoomRecord,
+        people: [Person; 2],
+    ) -> Result<RoomHandle, ProtoError> {
+        let id = record.id;
+        {
+            let mut map = self.map();
+            if !map.contains_key(&id) && !self.loading().contains_key(&id) {
+                let handle =
+                    room::spawn_new_direct(self.context.clone(), record, people, &self.tracker);
+                map.insert(id, handle.clone());
+                return Ok(handle);
+            }
+        }
+        self.open(id)
+            .await?
+            .ok_or_else(|| internal(&"a conversation just created is missing"))
     }
 
     /// Both users' open connections learn about a new conversation; those that log in
@@ -484,6 +596,41 @@ impl Rooms {
                     handle.subscribe(out).await;
                 }
             }
+        }
+    }
+}
+
+/// A start of a room in progress (see [`Rooms::open`]). Dropped before it finishes
+/// (its caller cancelled), it lets the waiters start the room themselves.
+struct Starting<'a> {
+    rooms: &'a Rooms,
+    id: RoomId,
+    finished: bool,
+}
+
+impl Starting<'_> {
+    /// Makes the started actor findable and answers everyone waiting for it.
+    fn finish(&mut self, answer: &Result<Option<RoomHandle>, ProtoError>) {
+        self.finished = true;
+        let waiters = {
+            let mut map = self.rooms.map();
+            if let Ok(Some(handle)) = answer {
+                map.insert(self.id, handle.clone());
+            }
+            self.rooms.loading().remove(&self.id).unwrap_or_default()
+        };
+        for waiter in waiters {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropping the waiters' senders wakes them to try again.
+            let _map = self.rooms.map();
+            self.rooms.loading().remove(&self.id);
         }
     }
 }

@@ -262,6 +262,8 @@ pub trait Store: Send + Sync + 'static {
     fn create_room(&self, room: &NewRoom, now: Timestamp) -> Result<RoomRecord, StoreError>;
     /// Every room, by id.
     fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
+    /// A room by id.
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError>;
     /// Finds a room by name (ignoring case and normalization).
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// The direct room of two users, in either order.

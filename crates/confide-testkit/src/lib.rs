@@ -43,6 +43,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.limits.requests_per_second = 100_000.0;
     config.limits.request_burst = 100_000.0;
     config.limits.login_attempts_per_address = 10_000;
+    config.limits.room_idle_secs = 1;
     config
 }
 

@@ -145,7 +145,7 @@ impl Connection {
         size: u64,
         chunk_size: u32,
     ) -> Result<Reply, ProtoError> {
-        let view = self.room(room)?.view(user.id).await?;
+        let view = self.room(room).await?.view(user.id).await?;
         if view.joined_seq.is_none() {
             return Err(error(ErrorCode::NotMember, "you are not in this room"));
         }
@@ -259,7 +259,8 @@ impl Connection {
         let room = self
             .shared
             .rooms
-            .get(record.meta.room)
+            .open(record.meta.room)
+            .await?
             .ok_or_else(no_such_blob)?;
         if room.view(user.id).await?.joined_seq.is_none() {
             return Err(error(

@@ -89,7 +89,7 @@ impl Connection {
         let mut told = HashSet::from([self.conn]);
         let own = self.shared.sessions.connections(user.id);
         for (room, _) in rooms {
-            let Some(handle) = self.shared.rooms.get(room) else {
+            let Some(handle) = self.shared.rooms.resident(room) else {
                 continue;
             };
             for out in handle.online().await?.iter() {
@@ -224,7 +224,7 @@ impl Connection {
         room: RoomId,
         group_info: Vec<u8>,
     ) -> Result<Reply, ProtoError> {
-        let handle = self.room(room)?;
+        let handle = self.room(room).await?;
         let epoch = ds::inspect_group_info(room.0, &group_info);
         // The group's public state, checked to hold only this connection's device (one
         // leaf: a signature or two to verify, here rather than on the room's actor).
@@ -253,7 +253,7 @@ impl Connection {
         group_info: Vec<u8>,
         welcome: Option<WelcomeOut>,
     ) -> Result<Reply, ProtoError> {
-        let handle = self.room(room)?;
+        let handle = self.room(room).await?;
         let commit_info = ds::inspect_commit(room.0, &commit);
         let group_info_epoch = ds::inspect_group_info(room.0, &group_info);
         let welcome = match welcome {
@@ -330,7 +330,7 @@ impl Connection {
         user: &LoggedIn,
         room: RoomId,
     ) -> Result<Reply, ProtoError> {
-        self.room(room)?.group_info(user.id).await
+        self.room(room).await?.group_info(user.id).await
     }
 
     pub(super) async fn fetch_welcomes(
@@ -391,7 +391,8 @@ impl Connection {
                 ),
             ));
         }
-        self.room(room)?
+        self.room(room)
+            .await?
             .ephemeral(Ephemeral {
                 sender: user.person(),
                 device: self.device,

@@ -123,9 +123,9 @@ impl Connection {
                 limit,
             } => self.history(&user, room, before, limit).await,
             Request::ListRooms => self.list_rooms(&user).await,
-            Request::Members { room } => {
-                Ok(Reply::Members(self.room(room)?.members(user.id).await?))
-            }
+            Request::Members { room } => Ok(Reply::Members(
+                self.room(room).await?.members(user.id).await?,
+            )),
             Request::CreateRoom {
                 name,
                 private,
@@ -150,7 +150,7 @@ impl Connection {
                 Ok(Reply::Room(handle.view(user.id).await?.info))
             }
             Request::Leave { room } => {
-                self.room(room)?.change(me, Action::Leave).await?;
+                self.room(room).await?.change(me, Action::Leave).await?;
                 self.shared
                     .events
                     .record("room_leave", &[("room", &room), ("user", &user.name)]);
@@ -162,7 +162,10 @@ impl Connection {
                     "room_invite",
                     &[("room", &room), ("by", &user.name), ("user", &subject.name)],
                 );
-                self.room(room)?.change(me, Action::Invite(subject)).await?;
+                self.room(room)
+                    .await?
+                    .change(me, Action::Invite(subject))
+                    .await?;
                 Ok(Reply::Ok)
             }
             Request::Kick { room, user: name } => {
@@ -171,7 +174,10 @@ impl Connection {
                     "room_kick",
                     &[("room", &room), ("by", &user.name), ("user", &subject.name)],
                 );
-                self.room(room)?.change(me, Action::Kick(subject)).await?;
+                self.room(room)
+                    .await?
+                    .change(me, Action::Kick(subject))
+                    .await?;
                 Ok(Reply::Ok)
             }
             Request::Ban { room, user: name } => {
@@ -180,12 +186,18 @@ impl Connection {
                     "room_ban",
                     &[("room", &room), ("by", &user.name), ("user", &subject.name)],
                 );
-                self.room(room)?.change(me, Action::Ban(subject)).await?;
+                self.room(room)
+                    .await?
+                    .change(me, Action::Ban(subject))
+                    .await?;
                 Ok(Reply::Ok)
             }
             Request::Unban { room, user: name } => {
                 let subject = self.person(name).await?;
-                self.room(room)?.change(me, Action::Unban(subject)).await?;
+                self.room(room)
+                    .await?
+                    .change(me, Action::Unban(subject))
+                    .await?;
                 Ok(Reply::Ok)
             }
             Request::SetDevice { device } => Ok(self.set_device(device)),
@@ -241,19 +253,20 @@ impl Connection {
         }
     }
 
-    pub(super) fn room(&self, id: RoomId) -> Result<RoomHandle, ProtoError> {
+    pub(super) async fn room(&self, id: RoomId) -> Result<RoomHandle, ProtoError> {
         self.shared
             .rooms
-            .get(id)
+            .open(id)
+            .await?
             .ok_or_else(|| error(ErrorCode::NoSuchRoom, format!("no room with id {id}")))
     }
 
     async fn room_named(&self, name: &RoomName) -> Result<RoomHandle, ProtoError> {
         let lookup = name.clone();
         let record = blocking(&self.shared.store, move |store| store.room_by_name(&lookup)).await?;
-        record
-            .and_then(|record| self.shared.rooms.get(record.id))
-            .ok_or_else(|| error(ErrorCode::NoSuchRoom, format!("no room named {name}")))
+        let missing = || error(ErrorCode::NoSuchRoom, format!("no room named {name}"));
+        let record = record.ok_or_else(missing)?;
+        self.shared.rooms.open(record.id).await?.ok_or_else(missing)
     }
 
     pub(super) async fn person(&self, raw: String) -> Result<Person, ProtoError> {
@@ -314,7 +327,7 @@ impl Connection {
             ));
         }
         let handle = match target {
-            Target::Room(room) => self.room(room)?,
+            Target::Room(room) => self.room(room).await?,
             Target::User(name) => {
                 let peer = self.person(name).await?;
                 if peer.id == user.id {
@@ -476,7 +489,7 @@ impl Connection {
         };
         // Every account is in the lobby (unless banned from it); this also repairs an
         // account whose registration was cut off before it joined.
-        if let Some(lobby) = self.shared.rooms.get(self.shared.lobby) {
+        if let Some(lobby) = self.shared.rooms.open(self.shared.lobby).await? {
             lobby.change(me.clone(), Action::EnsureMember).await?;
         }
         self.out = self.out.for_user(record.id);
@@ -491,7 +504,7 @@ impl Connection {
         let user = record.id;
         let rooms = blocking(&self.shared.store, move |store| store.rooms_of(user)).await?;
         for (room, _) in rooms {
-            if let Some(handle) = self.shared.rooms.get(room) {
+            if let Some(handle) = self.shared.rooms.open(room).await? {
                 handle.subscribe(self.out.clone()).await;
             }
         }
@@ -517,7 +530,7 @@ impl Connection {
     ) -> Result<Vec<RoomInfo>, ProtoError> {
         let mut infos = Vec::new();
         for id in ids {
-            if let Some(handle) = self.shared.rooms.get(id) {
+            if let Some(handle) = self.shared.rooms.open(id).await? {
                 infos.push(handle.view(user.id).await?.info);
             }
         }
@@ -535,7 +548,7 @@ impl Connection {
             .map(|(room, _)| room)
             .chain(invited)
             .collect();
-        ids.extend(self.shared.rooms.public().iter().map(|room| room.id));
+        ids.extend(self.shared.rooms.public());
         ids.sort_unstable();
         ids.dedup();
         Ok(Reply::Rooms(self.room_infos(user, ids).await?))
@@ -607,7 +620,7 @@ impl Connection {
         before: Option<Seq>,
         limit: u32,
     ) -> Result<Reply, ProtoError> {
-        let view = self.room(room)?.view(user.id).await?;
+        let view = self.room(room).await?.view(user.id).await?;
         let Some(joined) = view.joined_seq else {
             return Err(error(ErrorCode::NotMember, "you are not in this room"));
         };

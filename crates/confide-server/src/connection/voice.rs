@@ -8,7 +8,7 @@ use confide_proto::{ErrorCode, ProtoError, Reply, RoomId};
 
 impl Connection {
     pub(super) async fn listen(&self, room: RoomId, on: bool) -> Result<Reply, ProtoError> {
-        self.room(room)?.listen(self.out.clone(), on).await?;
+        self.room(room).await?.listen(self.out.clone(), on).await?;
         tracing::debug!(room = %room, on, "listen");
         Ok(Reply::Ok)
     }
@@ -29,7 +29,8 @@ impl Connection {
                 ),
             ));
         }
-        self.room(room)?
+        self.room(room)
+            .await?
             .voice(Voice {
                 sender: user.person(),
                 device: self.device,

@@ -181,6 +181,10 @@ impl Store for MemoryStore {
         Ok(self.state().rooms.values().cloned().collect())
     }
 
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self.state().rooms.get(&id).cloned())
+    }
+
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let state = self.state();
         Ok(state

@@ -451,6 +451,19 @@ impl Store for SqliteStore {
         rows.map(|row| row.map_err(db).and_then(to_room)).collect()
     }
 
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut statement = conn
+            .prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"))
+            .map_err(db)?;
+        statement
+            .query_row(params![id_i64(id.0)], row_room)
+            .optional()
+            .map_err(db)?
+            .map(to_room)
+            .transpose()
+    }
+
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let conn = lock(&self.reader);
         conn.query_row(

@@ -176,6 +176,9 @@ fn rooms_and_direct_rooms(store: &dyn Store) {
         store.room_by_name(&room_name("Lobby")).unwrap(),
         Some(lobby.clone())
     );
+    assert_eq!(store.room(direct.id).unwrap(), Some(direct.clone()));
+    assert_eq!(store.room(lobby.id).unwrap(), Some(lobby.clone()));
+    assert_eq!(store.room(RoomId(direct.id.0 + 100)).unwrap(), None);
     assert_eq!(store.rooms().unwrap(), vec![lobby, direct.clone()]);
     let members: Vec<UserId> = store
         .members(direct.id)

@@ -1,6 +1,6 @@
 //! Rooms: create, invite, join, leave, kick, ban, lists, presence, and persistence.
 
-use crate::support::{create_room, user};
+use crate::support::{create_room, login, user};
 use confide_proto::{
     EntryKind, ErrorCode, Event, MemberChange, Membership, Reply, Request, RoomEncryption, RoomId,
     RoomKind, Target,
@@ -431,5 +431,140 @@ async fn presence_in_a_large_room_is_gathered_and_complete() {
         listed
             .iter()
             .all(|(name, _, online)| *online != name.as_str().starts_with("late"))
+    );
+}
+
+/// Waits until the event log says `room` has left the server's memory.
+async fn unloaded(server: &TestServer, room: RoomId) {
+    let needle = format!(" room_unload room={room}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for _ in 0..600 {
+        let log = std::fs::read_to_string(server.data_dir().join("events.log")).unwrap();
+        if log.lines().any(|line| line.ends_with(&needle)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "room {room} stayed in memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("room {room} stayed in memory");
+}
+
+/// The next message entry `client` receives.
+async fn next_message(client: &mut RawClient) -> (RoomId, u64, Vec<u8>) {
+    for _ in 0..100 {
+        if let Event::Entry(entry) = client.next_event(TIMEOUT).await.unwrap()
+            && let EntryKind::Message { body } = entry.kind
+        {
+            return (entry.room, entry.seq.0, body);
+        }
+    }
+    panic!("no message arrived");
+}
+
+/// Rooms nobody is online in leave memory after a while and come back from the store
+/// as they were: numbering, resent messages, membership, the room list and live
+/// delivery all carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_nobody_uses_leave_memory_and_come_back_whole() {
+    let server = TestServer::start_with(|config| config.limits.room_idle_secs = 1)
+        .await
+        .unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let lobby = alice.lobby().await.unwrap();
+    let plans = create_room(&mut alice, "plans", false).await;
+    bob.ok(Request::Join {
+        name: "plans".into(),
+    })
+    .await
+    .unwrap();
+    let nonce = confide_testkit::raw::random_nonce();
+    let first = Request::Send {
+        target: Target::Room(plans),
+        nonce,
+        body: b"first".to_vec(),
+    };
+    let Reply::Sent { seq: first_seq, .. } = alice.ok(first.clone()).await.unwrap() else {
+        panic!()
+    };
+    let Reply::Sent {
+        room: direct,
+        seq: direct_seq,
+        ..
+    } = alice
+        .say(Target::User("bob".into()), "psst")
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!()
+    };
+    drop(alice);
+    drop(bob);
+    for room in [plans, direct, lobby] {
+        unloaded(&server, room).await;
+    }
+
+    // Someone who is not a member still finds the public room in the list.
+    let mut carol = user(&server, "carol").await;
+    let Reply::Rooms(rooms) = carol.ok(Request::ListRooms).await.unwrap() else {
+        panic!()
+    };
+    assert!(rooms.iter().any(|info| info.id == plans));
+
+    let mut bob = login(&server, "bob").await;
+    let mut alice = login(&server, "alice").await;
+    // A resend of a message stored before the room left memory is still recognised.
+    let Reply::Sent { seq, .. } = alice.ok(first).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(seq, first_seq);
+    // Numbering carries on, and members online get what is posted.
+    let Reply::Sent { seq, .. } = alice
+        .say(Target::Room(plans), "second")
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(seq.0, first_seq.0 + 1);
+    assert_eq!(
+        next_message(&mut bob).await,
+        (plans, seq.0, b"second".to_vec())
+    );
+    // Sending by name finds the same conversation.
+    let Reply::Sent { room, seq, .. } = alice
+        .say(Target::User("bob".into()), "again")
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((room, seq.0), (direct, direct_seq.0 + 1));
+    assert_eq!(
+        next_message(&mut bob).await,
+        (direct, seq.0, b"again".to_vec())
+    );
+    // Membership came back from the store: the owner is still the owner, Carol is not
+    // a member until she joins.
+    let err = carol
+        .request(Request::Send {
+            target: Target::Room(plans),
+            nonce: confide_testkit::raw::random_nonce(),
+            body: b"let me in".to_vec(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotMember);
+    let listed = members(&mut alice, plans).await;
+    assert_eq!(
+        listed,
+        vec![("alice".into(), true, true), ("bob".into(), false, true)]
     );
 }
