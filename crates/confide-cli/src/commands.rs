@@ -14,6 +14,8 @@ mod listen;
 mod rooms;
 mod send;
 
+pub use chat::run_effect;
+
 use crate::cli::{Cli, Command, DEFAULT_SERVER, TargetArgs};
 use crate::output::{Line, Place, RoomDirectory};
 use anyhow::Context as _;

@@ -16,9 +16,16 @@ use crate::tui::terminal::{ChatTerminal, TerminalGuard, is_terminal};
 use crate::tui::view;
 use anyhow::{Context as _, bail};
 use chrono::NaiveDateTime;
-use confide_client::{ClientHandle, ConnectionState, EventStream};
-use confide_proto::{Membership, RoomInfo, RoomName, Timestamp};
+use confide_client::{
+    ClientHandle, ConnectionState, EventStream, Progress, TransferProgress, human_size,
+    safe_file_name,
+};
+use confide_crypto::payload::FilePointer;
+use confide_proto::{Membership, RoomInfo, RoomName, Target, Timestamp};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -197,7 +204,7 @@ fn perform(
         let client = client.clone();
         let outcomes = outcomes.clone();
         tokio::spawn(async move {
-            let outcome = request(&client, effect).await;
+            let outcome = run_effect(&client, effect, &outcomes).await;
             // The loop has ended if nobody receives; the outcome no longer matters.
             if let Some(outcome) = outcome {
                 let _ = outcomes.send(outcome);
@@ -207,7 +214,13 @@ fn perform(
     Ok(())
 }
 
-async fn request(client: &ClientHandle, effect: Effect) -> Option<Outcome> {
+/// Carries out one effect of the chat screen; answers its outcome, if it has one.
+/// Transfers also send [`Outcome::Progress`] on `outcomes` as they go.
+pub async fn run_effect(
+    client: &ClientHandle,
+    effect: Effect,
+    outcomes: &mpsc::UnboundedSender<Outcome>,
+) -> Option<Outcome> {
     let text = |err: confide_client::ClientError| err.to_string();
     let outcome = match effect {
         Effect::Send {
@@ -274,7 +287,113 @@ async fn request(client: &ClientHandle, effect: Effect) -> Option<Outcome> {
             }
             return None;
         }
+        Effect::SendFile { target, path } => {
+            Outcome::Done(send_file(client, target, &path, outcomes).await)
+        }
+        Effect::SaveFile { pointer, out } => {
+            Outcome::Done(save_file(client, &pointer, out.as_deref(), outcomes).await)
+        }
         Effect::ClearScreen => return None,
     };
     Some(outcome)
+}
+
+/// Reports a transfer's progress as outcomes, once per percent.
+fn progress(verb: &'static str, name: &str, outcomes: &mpsc::UnboundedSender<Outcome>) -> Progress {
+    let name = name.to_owned();
+    let outcomes = outcomes.clone();
+    let last = AtomicU64::new(u64::MAX);
+    Arc::new(move |step: TransferProgress| {
+        let percent = step
+            .done
+            .saturating_mul(100)
+            .checked_div(step.total)
+            .unwrap_or(100);
+        if last.swap(percent, Ordering::Relaxed) != percent {
+            let _ = outcomes.send(Outcome::Progress {
+                verb,
+                name: name.clone(),
+                done: step.done,
+                total: step.total,
+            });
+        }
+    })
+}
+
+/// `~/x` as the home directory's `x`; other paths as typed.
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+/// `/file PATH`: encrypts, uploads and announces the file.
+async fn send_file(
+    client: &ClientHandle,
+    target: Target,
+    path: &Path,
+    outcomes: &mpsc::UnboundedSender<Outcome>,
+) -> Result<String, String> {
+    let path = expand_home(path);
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let name = path
+        .file_name()
+        .map(|name| safe_file_name(&name.to_string_lossy()))
+        .unwrap_or_else(|| "file".to_owned());
+    let sent = client
+        .send_file(target, &path, progress("sending", &name, outcomes))
+        .await
+        .map_err(|err| format!("cannot send {name}: {err}"))?;
+    Ok(format!("sent {name} ({})", human_size(sent.pointer.size)))
+}
+
+/// `/save [N] [PATH]`: downloads, decrypts and checks the file, then saves it as
+/// `out`, inside `out` if it is a directory, or in the current directory under the
+/// sender's name for it. Never overwrites.
+async fn save_file(
+    client: &ClientHandle,
+    pointer: &FilePointer,
+    out: Option<&Path>,
+    outcomes: &mpsc::UnboundedSender<Outcome>,
+) -> Result<String, String> {
+    let name = safe_file_name(&pointer.name);
+    let out = out.map(expand_home);
+    let destination = match out {
+        Some(dir)
+            if tokio::fs::metadata(&dir)
+                .await
+                .is_ok_and(|meta| meta.is_dir()) =>
+        {
+            dir.join(&name)
+        }
+        Some(path) => path,
+        None => PathBuf::from(&name),
+    };
+    if tokio::fs::symlink_metadata(&destination).await.is_ok() {
+        return Err(format!(
+            "{} exists; give another path: /save N PATH",
+            destination.display()
+        ));
+    }
+    let size = client
+        .download_file(
+            pointer,
+            &destination,
+            false,
+            progress("saving", &name, outcomes),
+        )
+        .await
+        .map_err(|err| format!("cannot save {name}: {err}"))?;
+    let shown = std::path::absolute(&destination).unwrap_or(destination);
+    Ok(format!(
+        "saved {name} ({}) to {}",
+        human_size(size),
+        shown.display()
+    ))
 }

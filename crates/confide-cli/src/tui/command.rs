@@ -5,6 +5,7 @@
 //! must not act on a command; [`super::state`] does.
 
 use confide_proto::{NameError, RoomName, UserName};
+use std::path::PathBuf;
 
 /// What a submitted line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,19 @@ pub enum SlashCommand {
     },
     /// `/rooms`: list rooms, including public ones to join.
     Rooms,
+    /// `/file PATH`: send a file to the current conversation.
+    SendFile(PathBuf),
+    /// `/files`: list the files and voice messages loaded in the current conversation.
+    Files,
+    /// `/save [N] [PATH]`: save the Nth newest file of the current conversation (the
+    /// newest without N) as PATH, inside PATH if it is a directory, or in the current
+    /// directory under its own name.
+    Save {
+        /// Which file, counting from the newest (1).
+        number: Option<usize>,
+        /// Where to save it.
+        path: Option<PathBuf>,
+    },
     /// `/help`.
     Help,
     /// `/quit`.
@@ -85,6 +99,9 @@ pub const HELP: &[&str] = &[
     "/ban USER              remove a member and keep them out (owner only)",
     "/msg USER TEXT         send to the conversation with USER and switch to it",
     "/rooms                 list rooms, including public ones you can join",
+    "/file PATH             send a file (encrypted end to end) to this conversation",
+    "/files                 list the files in this conversation, newest first",
+    "/save [N] [PATH]       save the newest file (or number N of /files) as PATH",
     "/help                  this help",
     "/quit                  leave the chat (or Ctrl+C)",
     "",
@@ -100,6 +117,8 @@ const USAGE_INVITE: &str = "/invite USER";
 const USAGE_KICK: &str = "/kick USER";
 const USAGE_BAN: &str = "/ban USER";
 const USAGE_MSG: &str = "/msg USER TEXT";
+const USAGE_FILE: &str = "/file PATH";
+const USAGE_SAVE: &str = "/save [N] [PATH] (N counts from 1, the newest file)";
 
 /// Parses a submitted line.
 ///
@@ -155,11 +174,38 @@ pub fn parse_input(line: &str) -> Result<Input, CommandError> {
             }
         }
         "rooms" => no_arguments(&words, SlashCommand::Rooms, "/rooms")?,
+        // A path is the rest of the line as typed: it may hold spaces.
+        "file" | "send-file" | "upload" => match args {
+            "" => return Err(CommandError::Usage(USAGE_FILE)),
+            path => SlashCommand::SendFile(PathBuf::from(path)),
+        },
+        "files" => no_arguments(&words, SlashCommand::Files, "/files")?,
+        "save" => save(args)?,
         "help" => SlashCommand::Help,
         "quit" | "exit" => SlashCommand::Quit,
         _ => return Err(CommandError::Unknown(name.to_owned())),
     };
     Ok(Input::Command(command))
+}
+
+/// `/save [N] [PATH]`: a leading number picks the file; the rest is the path.
+fn save(args: &str) -> Result<SlashCommand, CommandError> {
+    let (first, rest) = match args.split_once(char::is_whitespace) {
+        Some((first, rest)) => (first, rest.trim()),
+        None => (args, ""),
+    };
+    let (number, path) = if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
+        match first.parse::<usize>() {
+            Ok(number) if number > 0 => (Some(number), rest),
+            _ => return Err(CommandError::Usage(USAGE_SAVE)),
+        }
+    } else {
+        (None, args)
+    };
+    Ok(SlashCommand::Save {
+        number,
+        path: (!path.is_empty()).then(|| PathBuf::from(path)),
+    })
 }
 
 fn no_arguments(
@@ -310,5 +356,56 @@ mod tests {
             Err(CommandError::Name { what: "user", .. })
         ));
         assert_eq!(parse_input("/"), Err(CommandError::Unknown(String::new())));
+    }
+
+    #[test]
+    fn file_commands_take_the_rest_of_the_line_as_a_path() {
+        assert_eq!(
+            command("/file  my notes.txt "),
+            SlashCommand::SendFile(PathBuf::from("my notes.txt"))
+        );
+        assert_eq!(
+            command("/upload /tmp/a"),
+            SlashCommand::SendFile(PathBuf::from("/tmp/a"))
+        );
+        assert_eq!(parse_input("/file"), Err(CommandError::Usage(USAGE_FILE)));
+        assert_eq!(command("/files"), SlashCommand::Files);
+        assert_eq!(parse_input("/files 2"), Err(CommandError::Usage("/files")));
+        assert_eq!(
+            command("/save"),
+            SlashCommand::Save {
+                number: None,
+                path: None
+            }
+        );
+        assert_eq!(
+            command("/save 2"),
+            SlashCommand::Save {
+                number: Some(2),
+                path: None
+            }
+        );
+        assert_eq!(
+            command("/save 3 saved files/report.pdf"),
+            SlashCommand::Save {
+                number: Some(3),
+                path: Some(PathBuf::from("saved files/report.pdf"))
+            }
+        );
+        // A path that does not start with a number is all path.
+        assert_eq!(
+            command("/save ./2024 report.pdf"),
+            SlashCommand::Save {
+                number: None,
+                path: Some(PathBuf::from("./2024 report.pdf"))
+            }
+        );
+        for bad in ["/save 0", "/save 0 x", "/save 99999999999999999999999"] {
+            assert_eq!(
+                parse_input(bad),
+                Err(CommandError::Usage(USAGE_SAVE)),
+                "{bad}"
+            );
+        }
     }
 }

@@ -17,13 +17,17 @@ use super::input::{Action, InputLine};
 use super::view;
 use crate::output::{human, place_of};
 use chrono::NaiveDateTime;
+use confide_client::model::{LineKind, Media, TimelineLine};
 use confide_client::model::{Presence, RoomList, RoomSummary, Timeline, Typing};
 use confide_client::{ClientEvent, ConnectionState, HistoryPage, SentAck};
+use confide_client::{human_size, safe_file_name};
+use confide_crypto::payload::FilePointer;
 use confide_proto::{
     MemberInfo, Membership, RoomId, RoomInfo, RoomName, Seq, Target, Timestamp, UserName,
 };
 use crossterm::event::Event;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Turns a server timestamp into the wall-clock time to show (the local time zone in
@@ -103,6 +107,23 @@ pub enum Effect {
         /// Typing or stopped.
         active: bool,
     },
+    /// Encrypt, upload and announce a file; answered by [`Outcome::Progress`] as it
+    /// goes and [`Outcome::Done`] at the end.
+    SendFile {
+        /// Where.
+        target: Target,
+        /// The file, as typed.
+        path: PathBuf,
+    },
+    /// Download, decrypt and check a file, then save it as `out`, inside `out` if it
+    /// is a directory, or in the current directory under its own name; answered like
+    /// [`Effect::SendFile`]. An existing file is never overwritten.
+    SaveFile {
+        /// The file (boxed: it is large).
+        pointer: Box<FilePointer>,
+        /// Where, as typed.
+        out: Option<PathBuf>,
+    },
     /// Clear and redraw the whole terminal.
     ClearScreen,
 }
@@ -151,6 +172,17 @@ pub enum Outcome {
     },
     /// A request without data finished; the text confirms it.
     Done(Result<String, String>),
+    /// How far a file transfer got.
+    Progress {
+        /// `sending` or `saving`.
+        verb: &'static str,
+        /// The file's name.
+        name: String,
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
     /// The room listing.
     Rooms {
         /// Whether to show it.
@@ -550,6 +582,18 @@ impl AppState {
             },
             Outcome::Done(Ok(text)) => self.set_status(Level::Info, text),
             Outcome::Done(Err(err)) => self.set_status(Level::Error, err),
+            Outcome::Progress {
+                verb,
+                name,
+                done,
+                total,
+            } => {
+                let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+                self.set_status(
+                    Level::Info,
+                    format!("{verb} {name}: {percent}% of {}", human_size(total)),
+                );
+            }
             Outcome::Rooms { show, result } => {
                 if !show {
                     self.refreshing_rooms = false;
@@ -731,6 +775,64 @@ impl AppState {
                 self.send(PendingTarget::User(to), target, text)
             }
             SlashCommand::Rooms => vec![Effect::Rooms { show: true }],
+            SlashCommand::SendFile(path) => match self.current_room() {
+                Ok((room, _)) => vec![Effect::SendFile {
+                    target: Target::Room(room),
+                    path,
+                }],
+                Err(err) => self.fail(&err),
+            },
+            SlashCommand::Files => match self.current_room() {
+                Ok((room, tag)) => {
+                    let lines: Vec<String> = self
+                        .files(room)
+                        .enumerate()
+                        .map(|(index, (line, pointer))| {
+                            format!(
+                                "{:>3}  {} ({}) from {}, {}",
+                                index + 1,
+                                safe_file_name(&pointer.name),
+                                human_size(pointer.size),
+                                line.sender,
+                                (self.local_time)(line.timestamp).format("%Y-%m-%d %H:%M")
+                            )
+                        })
+                        .collect();
+                    self.overlay = Some(Overlay {
+                        title: format!("files in {tag}"),
+                        lines: if lines.is_empty() {
+                            vec![no_files(self.timeline.is_complete(room))]
+                        } else {
+                            lines
+                        },
+                    });
+                    Vec::new()
+                }
+                Err(err) => self.fail(&err),
+            },
+            SlashCommand::Save { number, path } => {
+                let room = match self.current_room() {
+                    Ok((room, _)) => room,
+                    Err(err) => return self.fail(&err),
+                };
+                let wanted = number.unwrap_or(1);
+                let found = self
+                    .files(room)
+                    .nth(wanted.saturating_sub(1))
+                    .map(|(_, pointer)| Box::new(pointer.clone()));
+                match found {
+                    Some(pointer) => vec![Effect::SaveFile { pointer, out: path }],
+                    None => {
+                        let count = self.files(room).count();
+                        let text = if count == 0 {
+                            no_files(self.timeline.is_complete(room))
+                        } else {
+                            format!("there is no file {wanted}: /files lists {count}")
+                        };
+                        self.fail(&text)
+                    }
+                }
+            }
             SlashCommand::Help => {
                 self.overlay = Some(Overlay {
                     title: "help".to_owned(),
@@ -743,6 +845,26 @@ impl AppState {
                 Vec::new()
             }
         }
+    }
+
+    /// The files and voice messages loaded in `room` and not deleted, newest first
+    /// (what `/files` numbers).
+    fn files(&self, room: RoomId) -> impl Iterator<Item = (&TimelineLine, &FilePointer)> + '_ {
+        self.timeline
+            .lines(room)
+            .rev()
+            .filter_map(|line| match &line.kind {
+                LineKind::Message {
+                    media: Some(media),
+                    deleted: false,
+                    ..
+                } => match media.as_ref() {
+                    Media::File(pointer) => Some((line, pointer)),
+                    Media::Voice(voice) => Some((line, &voice.file)),
+                    _ => None,
+                },
+                _ => None,
+            })
     }
 
     fn moderate(&mut self, action: Moderation, user: UserName) -> Vec<Effect> {
@@ -853,6 +975,15 @@ impl AppState {
     fn fail(&mut self, text: &str) -> Vec<Effect> {
         self.set_status(Level::Error, text.to_owned());
         Vec::new()
+    }
+}
+
+/// What `/files` and `/save` say when a conversation shows no file.
+fn no_files(complete: bool) -> String {
+    if complete {
+        "no files in this conversation".to_owned()
+    } else {
+        "no files loaded here (PageUp loads older messages)".to_owned()
     }
 }
 

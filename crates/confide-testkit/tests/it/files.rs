@@ -452,3 +452,86 @@ async fn a_file_of_exactly_the_default_limit_goes_through() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::FileTooLarge));
 }
+
+/// The chat screen's `/file` and `/save` as its runner carries them out: progress on
+/// the status line's channel, a result for the status line, and a saved file that
+/// never overwrites one already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_screen_sends_and_saves_files() {
+    use confide_cli::commands::run_effect;
+    use confide_cli::tui::state::{Effect, Outcome};
+
+    let server = TestServer::start().await.unwrap();
+    let mut pair = pair(&server).await;
+    let bytes = content(3 * MIB + 17, 5);
+    let path = write_file(pair.files.path(), "chart data.bin", &bytes);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = |effect| run_effect(&pair.alice, effect, &tx);
+    let outcome = run(Effect::SendFile {
+        target: Target::Room(pair.room),
+        path: path.clone(),
+    })
+    .await;
+    assert_eq!(
+        outcome,
+        Some(Outcome::Done(
+            Ok("sent chart data.bin (3.0 MiB)".to_owned())
+        ))
+    );
+    let mut last = None;
+    while let Ok(outcome) = rx.try_recv() {
+        let Outcome::Progress {
+            verb, done, total, ..
+        } = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!((verb, total), ("sending", bytes.len() as u64));
+        assert!(last.is_none_or(|last| done > last), "went back to {done}");
+        last = Some(done);
+    }
+    assert_eq!(last, Some(bytes.len() as u64));
+
+    // Bob saves it into a directory, under the sender's name for it.
+    let pointer = next_file(&mut pair.bob_events, pair.room).await;
+    let saves = tempfile::tempdir().unwrap();
+    let save = |out: Option<PathBuf>| Effect::SaveFile {
+        pointer: Box::new(pointer.clone()),
+        out,
+    };
+    let outcome = run_effect(&pair.bob, save(Some(saves.path().to_owned())), &tx).await;
+    let saved = saves.path().join("chart data.bin");
+    assert_eq!(
+        outcome,
+        Some(Outcome::Done(Ok(format!(
+            "saved chart data.bin (3.0 MiB) to {}",
+            saved.display()
+        ))))
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes);
+    // Saving again over it is refused, and the file is untouched.
+    let Some(Outcome::Done(Err(err))) = run_effect(&pair.bob, save(Some(saved.clone())), &tx).await
+    else {
+        panic!()
+    };
+    assert!(
+        err.ends_with("exists; give another path: /save N PATH"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes);
+    // A file that is not there, or a directory, is a clear error and sends nothing.
+    for (bad, why) in [
+        (pair.files.path().join("missing.txt"), "cannot read"),
+        (pair.files.path().to_owned(), "is not a regular file"),
+    ] {
+        let Some(Outcome::Done(Err(err))) = run(Effect::SendFile {
+            target: Target::Room(pair.room),
+            path: bad,
+        })
+        .await
+        else {
+            panic!()
+        };
+        assert!(err.contains(why), "{err}");
+    }
+}

@@ -758,3 +758,112 @@ fn others_typing_shows_for_the_current_room_until_it_runs_out() {
     state.on_tick(start + confide_client::model::TYPING_SHOWN_FOR);
     assert_eq!(state.typing_line(), None);
 }
+
+fn file_pointer(name: &str, size: u64) -> FilePointer {
+    FilePointer {
+        blob: "00".repeat(16),
+        name: name.to_owned(),
+        size,
+        mime: "application/octet-stream".to_owned(),
+        sha256: [7; 32],
+        key: confide_crypto::payload::FileKey::from_bytes([9; 32]),
+        chunk_size: 65_536,
+    }
+}
+
+/// Started, in `#dev` with two files (the older from bob, the newer from carol) and a
+/// text between them.
+fn with_files() -> AppState {
+    let mut state = started();
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    let file = |seq, sender, name, size| {
+        live(payload_message(
+            4,
+            seq,
+            TS + i64::try_from(seq).unwrap() * 60_000,
+            sender,
+            confide_crypto::payload::Payload::File(file_pointer(name, size)),
+            confide_client::Protection::Mls,
+        ))
+    };
+    state.on_client_event(file(1, "bob", "old plan.pdf", 2048));
+    state.on_client_event(live(message(4, 2, TS, "bob", "see above")));
+    state.on_client_event(file(3, "carol", "new\u{7}plan.pdf", 3 << 20));
+    state
+}
+
+#[test]
+fn file_commands_send_list_and_save_in_the_current_conversation() {
+    let mut state = with_files();
+    assert_eq!(
+        type_line(&mut state, "/file ~/notes and such.txt"),
+        [Effect::SendFile {
+            target: Target::Room(RoomId(4)),
+            path: PathBuf::from("~/notes and such.txt"),
+        }]
+    );
+    // /files numbers them newest first, with names made safe to show.
+    assert!(type_line(&mut state, "/files").is_empty());
+    let overlay = state.overlay.clone().unwrap();
+    assert_eq!(overlay.title, "files in #dev");
+    assert_eq!(overlay.lines.len(), 2);
+    assert!(
+        overlay.lines[0].starts_with("  1  newplan.pdf (3.0 MiB) from carol"),
+        "{overlay:?}"
+    );
+    assert!(
+        overlay.lines[1].starts_with("  2  old plan.pdf (2.0 KiB) from bob"),
+        "{overlay:?}"
+    );
+    // /save alone saves the newest; a number picks one; the rest is where.
+    assert_eq!(
+        type_line(&mut state, "/save"),
+        [Effect::SaveFile {
+            pointer: Box::new(file_pointer("new\u{7}plan.pdf", 3 << 20)),
+            out: None,
+        }]
+    );
+    assert_eq!(
+        type_line(&mut state, "/save 2 saved/it.pdf"),
+        [Effect::SaveFile {
+            pointer: Box::new(file_pointer("old plan.pdf", 2048)),
+            out: Some(PathBuf::from("saved/it.pdf")),
+        }]
+    );
+    assert!(type_line(&mut state, "/save 3").is_empty());
+    assert_eq!(error_text(&state), "there is no file 3: /files lists 2");
+    // Progress and the result show on the status line.
+    state.on_outcome(Outcome::Progress {
+        verb: "saving",
+        name: "old plan.pdf".to_owned(),
+        done: 1024,
+        total: 2048,
+    });
+    assert_eq!(
+        state.status.as_ref().unwrap().text,
+        "saving old plan.pdf: 50% of 2.0 KiB"
+    );
+}
+
+#[test]
+fn file_commands_need_a_joined_conversation_with_files() {
+    let mut state = started();
+    // The lobby has no files loaded yet and more history to load.
+    assert!(type_line(&mut state, "/save").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "no files loaded here (PageUp loads older messages)"
+    );
+    assert!(type_line(&mut state, "/files").is_empty());
+    assert_eq!(
+        state.overlay.as_ref().unwrap().lines,
+        ["no files loaded here (PageUp loads older messages)"]
+    );
+    // An invitation is not a conversation to send files to.
+    while state.rooms.selected_id() != Some(RoomId(5)) {
+        state.on_action(Action::NextRoom);
+    }
+    assert!(type_line(&mut state, "/file a.txt").is_empty());
+    assert_eq!(error_text(&state), "you are not a member of #secret");
+}
