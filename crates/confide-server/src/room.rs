@@ -136,8 +136,6 @@ type ReplyTx = oneshot::Sender<Result<Reply, ProtoError>>;
 pub struct RoomHandle {
     /// The room.
     pub id: RoomId,
-    /// Whether anyone may join without an invitation.
-    pub public: bool,
     tx: mpsc::Sender<Command>,
 }
 
@@ -488,11 +486,7 @@ fn spawn_loaded(
     let (tx, rx) = mpsc::channel(QUEUE);
     let me = tx.downgrade();
     let (notices, notices_rx) = mpsc::unbounded_channel();
-    let handle = RoomHandle {
-        id: record.id,
-        public: record.kind == StoredKind::Public,
-        tx,
-    };
+    let handle = RoomHandle { id: record.id, tx };
     let mut actor = RoomActor {
         record,
         owner_name: None,
