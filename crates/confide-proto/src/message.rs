@@ -308,12 +308,19 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// Delete a blob, complete or not, and give its bytes back to the uploader's quota
+    /// (uploader only; anyone else is told [`ErrorCode::NoSuchBlob`]). Downloads of it
+    /// fail with [`ErrorCode::NoSuchBlob`] from then on. Replies [`Reply::Ok`].
+    DeleteBlob {
+        /// The blob.
+        blob: BlobId,
+    },
 }
 
 impl Request {
     /// How many request variants this version knows; a discriminant at or above it is an
     /// unknown request type (from a newer client) rather than a malformed frame.
-    pub const KNOWN_VARIANTS: u32 = 35;
+    pub const KNOWN_VARIANTS: u32 = 36;
 
     /// A short name for logs (never includes any field value).
     #[must_use]
@@ -354,6 +361,7 @@ impl Request {
             Request::GetChunk { .. } => "get_chunk",
             Request::Listen { .. } => "listen",
             Request::SendVoice { .. } => "send_voice",
+            Request::DeleteBlob { .. } => "delete_blob",
         }
     }
 }

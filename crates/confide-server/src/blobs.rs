@@ -189,11 +189,43 @@ pub trait BlobStore: Send + Sync + 'static {
     /// A storage failure.
     fn usage(&self, user: UserId) -> Result<u64, BlobError>;
 
-    /// Deletes every incomplete blob created before `created_before`; returns them.
+    /// Deletes a blob, complete or not, and gives its bytes back to its uploader's
+    /// quota; returns it as it was. A put or download racing with it finds no blob.
+    ///
+    /// # Errors
+    /// [`BlobError::NotFound`], or a storage failure (the blob is gone from the store
+    /// either way; files left behind are removed at the next start).
+    fn remove(&self, id: BlobId) -> Result<BlobRecord, BlobError>;
+
+    /// Deletes every incomplete blob created before `incomplete_before` and every
+    /// complete one created before `complete_before` (`None`: none of that kind);
+    /// returns them.
     ///
     /// # Errors
     /// A storage failure (blobs deleted before it stay deleted).
-    fn remove_incomplete(&self, created_before: Timestamp) -> Result<Vec<BlobRecord>, BlobError>;
+    fn expire(
+        &self,
+        incomplete_before: Option<Timestamp>,
+        complete_before: Option<Timestamp>,
+    ) -> Result<Vec<BlobRecord>, BlobError>;
+}
+
+/// How long the server keeps blobs, counted from the start of their upload; `None`
+/// keeps them for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Incomplete uploads older than this are deleted.
+    pub incomplete: Option<Duration>,
+    /// Complete blobs (files people sent) older than this are deleted.
+    pub complete: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether anything ever expires.
+    #[must_use]
+    pub fn expires(&self) -> bool {
+        self.incomplete.is_some() || self.complete.is_some()
+    }
 }
 
 /// Runs a blocking blob store call off the async threads. The outer error is a failure
@@ -216,10 +248,10 @@ where
         .map_err(|err| internal(&err))
 }
 
-/// Deletes incomplete uploads older than `max_age` every hour until `shutdown`.
+/// Deletes what `retention` says has expired, every hour until `shutdown`.
 pub async fn expire_periodically(
     blobs: Arc<dyn BlobStore>,
-    max_age: Duration,
+    retention: Retention,
     events: crate::eventlog::EventLog,
     shutdown: CancellationToken,
 ) {
@@ -228,19 +260,24 @@ pub async fn expire_periodically(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(EXPIRY_INTERVAL) => {}
         }
-        expire(&blobs, max_age, &events).await;
+        expire(&blobs, retention, &events).await;
     }
 }
 
-/// Deletes incomplete uploads older than `max_age` now, logging what went.
+/// Deletes what `retention` says has expired now, logging what went.
 pub async fn expire(
     blobs: &Arc<dyn BlobStore>,
-    max_age: Duration,
+    retention: Retention,
     events: &crate::eventlog::EventLog,
 ) {
-    let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-    let cutoff = Timestamp(crate::state::now().0.saturating_sub(age));
-    match call(blobs, move |store| store.remove_incomplete(cutoff)).await {
+    let now = crate::state::now().0;
+    let cutoff = |age: Duration| {
+        let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(now.saturating_sub(age))
+    };
+    let incomplete = retention.incomplete.map(cutoff);
+    let complete = retention.complete.map(cutoff);
+    match call(blobs, move |store| store.expire(incomplete, complete)).await {
         Ok(Ok(removed)) => {
             for record in removed {
                 events.record(
@@ -248,12 +285,13 @@ pub async fn expire(
                     &[
                         ("blob", &record.meta.id),
                         ("room", &record.meta.room),
+                        ("complete", &record.complete),
                         ("received", &record.received),
                     ],
                 );
             }
         }
-        Ok(Err(err)) => tracing::error!(cause = %err, "cannot delete expired uploads"),
+        Ok(Err(err)) => tracing::error!(cause = %err, "cannot delete expired blobs"),
         // `call` has logged why it could not run.
         Err(_) => {}
     }
@@ -478,34 +516,73 @@ impl<T> Index<T> {
         Some(slot.record(&state))
     }
 
-    /// Deletes every incomplete blob created before `cutoff`: each is marked removed
-    /// under its own lock, then `delete` removes its storage, then it leaves the index.
-    fn remove_incomplete(
+    /// Deletes one blob if `wanted` says so of its state: marks it removed under its
+    /// own lock (so that a put or read racing with this finds no blob), lets `delete`
+    /// remove its storage, then drops it from the index. `None` if it was removed
+    /// already or is not wanted.
+    fn remove_slot(
         &self,
-        cutoff: Timestamp,
-        mut delete: impl FnMut(&BlobMeta) -> Result<(), BlobError>,
+        slot: &Slot<T>,
+        wanted: impl FnOnce(&SlotState<T>) -> bool,
+        delete: &mut impl FnMut(&BlobMeta, &mut T) -> Result<(), BlobError>,
+    ) -> Result<Option<BlobRecord>, BlobError> {
+        let mut state = slot.lock();
+        if state.removed || !wanted(&state) {
+            return Ok(None);
+        }
+        state.removed = true;
+        let record = slot.record(&state);
+        // Forgotten even if deleting fails: the blob is unusable either way, and the
+        // files left behind are orphans that the next start removes.
+        let deleted = delete(&slot.meta, &mut state.data);
+        self.forget(&slot.meta);
+        deleted?;
+        Ok(Some(record))
+    }
+
+    /// Deletes the blob `id`.
+    fn remove(
+        &self,
+        id: BlobId,
+        mut delete: impl FnMut(&BlobMeta, &mut T) -> Result<(), BlobError>,
+    ) -> Result<BlobRecord, BlobError> {
+        let slot = self.get(id).ok_or(BlobError::NotFound)?;
+        self.remove_slot(&slot, |_| true, &mut delete)?
+            .ok_or(BlobError::NotFound)
+    }
+
+    /// Deletes every incomplete blob created before `incomplete_before`, and every
+    /// complete one created before `complete_before`.
+    fn expire(
+        &self,
+        incomplete_before: Option<Timestamp>,
+        complete_before: Option<Timestamp>,
+        mut delete: impl FnMut(&BlobMeta, &mut T) -> Result<(), BlobError>,
     ) -> Result<Vec<BlobRecord>, BlobError> {
+        let Some(oldest_kept) = incomplete_before.max(complete_before) else {
+            return Ok(Vec::new());
+        };
         let candidates: Vec<Arc<Slot<T>>> = self
             .lock()
             .blobs
             .values()
-            .filter(|slot| slot.meta.created < cutoff)
+            .filter(|slot| slot.meta.created < oldest_kept)
             .cloned()
             .collect();
         let mut removed = Vec::new();
         for slot in candidates {
-            let mut state = slot.lock();
-            if state.complete || state.removed {
-                continue;
+            let created = slot.meta.created;
+            let expired = |state: &SlotState<T>| {
+                let cutoff = if state.complete {
+                    complete_before
+                } else {
+                    incomplete_before
+                };
+                cutoff.is_some_and(|cutoff| created < cutoff)
+            };
+            if let Some(record) = self.remove_slot(&slot, expired, &mut delete)? {
+                removed.push(record);
             }
-            state.removed = true;
-            let record = slot.record(&state);
-            // Forgotten even if deleting fails: the blob is unusable either way, and
-            // the files left behind are orphans that the next start removes.
-            let deleted = delete(&slot.meta);
-            self.forget(&slot.meta);
-            deleted?;
-            removed.push(record);
         }
         Ok(removed)
     }

@@ -84,6 +84,10 @@ pub struct Limits {
     /// Hours after which an upload that is still incomplete is deleted (at start and
     /// then every hour); 0 keeps incomplete uploads forever.
     pub incomplete_blob_hours: u64,
+    /// Days after which a file (a complete blob) is deleted, counted from the start of
+    /// its upload (checked at start and then every hour); 0 keeps files for ever.
+    /// Downloading an expired file tells the user it is no longer on the server.
+    pub blob_retention_days: u64,
     /// Chunk uploads and downloads (`PutChunk`, `GetChunk`) per second one connection
     /// may make, sustained. They have their own allowance so that file transfers are
     /// not held to the rate of other requests.
@@ -161,6 +165,7 @@ impl Default for Limits {
             max_file_bytes: 100 * 1024 * 1024,
             blob_quota_bytes: 10 * 1024 * 1024 * 1024,
             incomplete_blob_hours: 24,
+            blob_retention_days: 0,
             chunk_requests_per_second: 4000.0,
             chunk_request_burst: 4000.0,
             voice_frames_per_second: 100.0,
@@ -221,6 +226,16 @@ impl Limits {
         (self.incomplete_blob_hours > 0)
             .then(|| Duration::from_secs(self.incomplete_blob_hours.saturating_mul(3600)))
     }
+
+    /// How long blobs are kept, complete or not.
+    #[must_use]
+    pub fn blob_retention(&self) -> crate::blobs::Retention {
+        crate::blobs::Retention {
+            incomplete: self.incomplete_blob_age(),
+            complete: (self.blob_retention_days > 0)
+                .then(|| Duration::from_secs(self.blob_retention_days.saturating_mul(24 * 3600))),
+        }
+    }
 }
 
 impl Config {
@@ -260,13 +275,22 @@ mod tests {
             limits.incomplete_blob_age(),
             Some(Duration::from_secs(24 * 3600))
         );
+        assert_eq!(limits.blob_retention().complete, None);
         assert_eq!(limits.chunk_bytes(), 1024..=(1 << 20) - 4096);
         let config: Config = toml::from_str(
-            "[limits]\nmax_file_bytes = 4096\nincomplete_blob_hours = 0\nmax_frame_bytes = 65536\n",
+            "[limits]\nmax_file_bytes = 4096\nincomplete_blob_hours = 0\nmax_frame_bytes = 65536\n\
+             blob_retention_days = 30\n",
         )
         .unwrap();
         assert_eq!(config.limits.max_file_bytes, 4096);
         assert_eq!(config.limits.incomplete_blob_age(), None);
+        assert_eq!(
+            config.limits.blob_retention(),
+            crate::blobs::Retention {
+                incomplete: None,
+                complete: Some(Duration::from_secs(30 * 24 * 3600)),
+            }
+        );
         assert_eq!(config.limits.chunk_bytes(), 1024..=65536 - 4096);
     }
 

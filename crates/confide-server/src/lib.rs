@@ -93,9 +93,9 @@ pub async fn start(
     .await
     .context("cannot open the blob store")?
     .context("cannot open the blob store")?;
-    let blob_max_age = config.limits.incomplete_blob_age();
-    if let Some(max_age) = blob_max_age {
-        blobs::expire(&blob_store, max_age, &events).await;
+    let retention = config.limits.blob_retention();
+    if retention.expires() {
+        blobs::expire(&blob_store, retention, &events).await;
     }
     let (persister, persist_thread) =
         persist::start(Arc::clone(&store)).context("cannot start the persister")?;
@@ -132,10 +132,10 @@ pub async fn start(
     let local_addr = listener.local_addr()?;
     events.record("start", &[("listen", &local_addr)]);
     let tls_config = Arc::clone(&tls.config);
-    let blob_expiry = blob_max_age.map(|max_age| {
+    let blob_expiry = retention.expires().then(|| {
         tokio::spawn(blobs::expire_periodically(
             blob_store,
-            max_age,
+            retention,
             events.clone(),
             shutdown.child_token(),
         ))

@@ -2,7 +2,7 @@ use super::*;
 use crate::e2e::{
     DeviceId, Epoch, IdentityBundle, RoomEncryption, WelcomeId, WelcomeOut, WelcomeRecipient,
 };
-use crate::ids::{MessageNonce, Password, RoomId, Seq, SessionToken, Timestamp, UserId};
+use crate::ids::{BlobId, MessageNonce, Password, RoomId, Seq, SessionToken, Timestamp, UserId};
 use crate::message::{
     EntryKind, ErrorCode, Event, LogEntry, MemberChange, Membership, ProtoError, Reply, RoomInfo,
     RoomKind, SyncCursor, Target,
@@ -110,10 +110,9 @@ fn unknown_request_type_keeps_its_id() {
 
 #[test]
 fn the_last_request_variant_matches_known_variants() {
-    // SendVoice is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
-    let bytes = postcard::to_allocvec(&Request::SendVoice {
-        room: RoomId(1),
-        body: Vec::new(),
+    // DeleteBlob is the last variant; its discriminant must be KNOWN_VARIANTS - 1.
+    let bytes = postcard::to_allocvec(&Request::DeleteBlob {
+        blob: BlobId([7; 16]),
     })
     .unwrap();
     assert_eq!(u32::from(bytes[0]), Request::KNOWN_VARIANTS - 1);

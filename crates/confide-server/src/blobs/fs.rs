@@ -182,6 +182,16 @@ impl FsBlobStore {
         Ok(changed)
     }
 
+    /// Deletes a blob's files, durably. Metadata first: if a data file outlives a
+    /// crash, it is an orphan that the next start removes.
+    fn delete_files(&self, meta: &BlobMeta) -> Result<(), BlobError> {
+        remove(&self.path(meta.id, META))?;
+        remove(&self.path(meta.id, PART))?;
+        remove(&self.path(meta.id, BLOB))?;
+        self.sync_dir()?;
+        Ok(())
+    }
+
     /// Writes a new blob's metadata and empty data file, durably.
     fn write_new(&self, meta: &BlobMeta) -> io::Result<()> {
         let tmp = self.path(meta.id, META_TMP);
@@ -287,7 +297,11 @@ impl BlobStore for FsBlobStore {
         let slot = self.index.get(id).ok_or(BlobError::NotFound)?;
         // A complete blob never changes again, so it is read without its lock.
         let (offset, len) = slot.chunk_range(&slot.lock(), index)?;
-        let file = File::open(self.path(id, BLOB))?;
+        let file = match File::open(self.path(id, BLOB)) {
+            // Deleted since its range was checked.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
+            opened => opened?,
+        };
         let mut data = vec![0; len];
         file.read_exact_at(&mut data, offset)?;
         Ok(data)
@@ -297,13 +311,18 @@ impl BlobStore for FsBlobStore {
         Ok(self.index.usage(user))
     }
 
-    fn remove_incomplete(&self, created_before: Timestamp) -> Result<Vec<BlobRecord>, BlobError> {
-        self.index.remove_incomplete(created_before, |meta| {
-            // Metadata first: if the data file outlives a crash, it is an orphan that
-            // the next start removes.
-            remove(&self.path(meta.id, META))?;
-            remove(&self.path(meta.id, PART))?;
-            Ok(())
-        })
+    fn remove(&self, id: BlobId) -> Result<BlobRecord, BlobError> {
+        self.index.remove(id, |meta, ()| self.delete_files(meta))
+    }
+
+    fn expire(
+        &self,
+        incomplete_before: Option<Timestamp>,
+        complete_before: Option<Timestamp>,
+    ) -> Result<Vec<BlobRecord>, BlobError> {
+        self.index
+            .expire(incomplete_before, complete_before, |meta, ()| {
+                self.delete_files(meta)
+            })
     }
 }

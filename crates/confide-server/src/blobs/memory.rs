@@ -72,7 +72,22 @@ impl BlobStore for MemoryBlobStore {
         Ok(self.index.usage(user))
     }
 
-    fn remove_incomplete(&self, created_before: Timestamp) -> Result<Vec<BlobRecord>, BlobError> {
-        self.index.remove_incomplete(created_before, |_| Ok(()))
+    fn remove(&self, id: BlobId) -> Result<BlobRecord, BlobError> {
+        self.index.remove(id, |_, bytes| {
+            *bytes = Vec::new();
+            Ok(())
+        })
+    }
+
+    fn expire(
+        &self,
+        incomplete_before: Option<Timestamp>,
+        complete_before: Option<Timestamp>,
+    ) -> Result<Vec<BlobRecord>, BlobError> {
+        self.index
+            .expire(incomplete_before, complete_before, |_, bytes| {
+                *bytes = Vec::new();
+                Ok(())
+            })
     }
 }

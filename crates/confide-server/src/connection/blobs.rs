@@ -50,6 +50,17 @@ fn no_such_blob() -> ProtoError {
     error(ErrorCode::NoSuchBlob, "no such blob")
 }
 
+/// A download of a blob that is not (or no longer) there. Its sender sends the message
+/// naming it only once the upload is complete, so a member asking for it meets a
+/// deleted or expired file; the same answer for an id that never existed reveals
+/// nothing more.
+fn gone() -> ProtoError {
+    error(
+        ErrorCode::NoSuchBlob,
+        "this file is no longer on the server: its sender deleted it, or it expired",
+    )
+}
+
 /// The protocol's error for a blob store's answer.
 fn refused(err: BlobError) -> ProtoError {
     match err {
@@ -206,6 +217,38 @@ impl Connection {
         Ok(Reply::Blob(self.own_blob(user, blob).await?.info()))
     }
 
+    /// Deletes one of the user's blobs. Anyone else's is "no such blob", as for
+    /// `BlobStatus`, so that ids cannot be probed.
+    pub(super) async fn delete_blob(
+        &self,
+        user: &LoggedIn,
+        blob: BlobId,
+    ) -> Result<Reply, ProtoError> {
+        let uploader = user.id;
+        let removed = blobs::call(&self.shared.blobs, move |store| {
+            // One blocking call for both steps, as for a chunk: the check reads memory.
+            store
+                .record(blob)?
+                .filter(|record| record.meta.uploader == uploader)
+                .ok_or(BlobError::NotFound)?;
+            store.remove(blob)
+        })
+        .await?
+        .map_err(refused)?;
+        tracing::debug!(blob = %blob, size = removed.meta.size, "blob deleted");
+        self.shared.events.record(
+            "blob_deleted",
+            &[
+                ("blob", &blob),
+                ("room", &removed.meta.room),
+                ("size", &removed.meta.size),
+                ("complete", &removed.complete),
+                ("user", &user.name),
+            ],
+        );
+        Ok(Reply::Ok)
+    }
+
     pub(super) async fn put_chunk(
         &self,
         user: &LoggedIn,
@@ -255,13 +298,13 @@ impl Connection {
             .await?
             .map_err(refused)?
             .filter(|record| record.complete)
-            .ok_or_else(no_such_blob)?;
+            .ok_or_else(gone)?;
         let room = self
             .shared
             .rooms
             .open(record.meta.room)
             .await?
-            .ok_or_else(no_such_blob)?;
+            .ok_or_else(gone)?;
         if room.view(user.id).await?.joined_seq.is_none() {
             return Err(error(
                 ErrorCode::NotMember,
@@ -287,7 +330,10 @@ impl Connection {
             };
         let data = blobs::call(&self.shared.blobs, move |store| store.chunk(blob, index))
             .await?
-            .map_err(refused)?;
+            .map_err(|err| match err {
+                BlobError::NotFound => gone(),
+                err => refused(err),
+            })?;
         let frame = ServerFrame::Response {
             id,
             result: Ok(Reply::Chunk { blob, index, data }),

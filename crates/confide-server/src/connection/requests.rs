@@ -236,6 +236,7 @@ impl Connection {
                 chunk_size,
             } => self.create_blob(&user, room, size, chunk_size).await,
             Request::BlobStatus { blob } => self.blob_status(&user, blob).await,
+            Request::DeleteBlob { blob } => self.delete_blob(&user, blob).await,
             Request::PutChunk { blob, index, data } => {
                 self.put_chunk(&user, blob, index, data).await
             }

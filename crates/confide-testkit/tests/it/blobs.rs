@@ -471,6 +471,138 @@ async fn blobs_are_laid_out_as_files_and_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploader_deletes_a_blob_and_its_bytes_and_quota_go_for_good() {
+    let mut server = TestServer::start_with(|config| {
+        config.limits.blob_quota_bytes = 4 * u64::from(CHUNK);
+    })
+    .await
+    .unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let lobby = alice.lobby().await.unwrap();
+    let file = create(&mut alice, lobby, 2 * u64::from(CHUNK), CHUNK).await;
+    upload(&mut alice, &file, 0..2).await;
+    let going = create(&mut alice, lobby, 2 * u64::from(CHUNK), CHUNK).await;
+    upload(&mut alice, &going, 0..1).await;
+    let full = alice
+        .request(Request::CreateBlob {
+            room: lobby,
+            size: u64::from(CHUNK),
+            chunk_size: CHUNK,
+        })
+        .await
+        .unwrap();
+    refused(full, ErrorCode::FileTooLarge);
+
+    // Only the uploader deletes: to anyone else the blob does not exist.
+    let delete = |blob: &BlobInfo| Request::DeleteBlob { blob: blob.blob };
+    refused(
+        bob.request(delete(&file)).await.unwrap(),
+        ErrorCode::NoSuchBlob,
+    );
+    download_matches(&mut bob, &file).await;
+    alice.ok(delete(&file)).await.unwrap();
+    let gone = get(&mut bob, file.blob, 0).await.unwrap_err();
+    assert_eq!(gone.code, ErrorCode::NoSuchBlob);
+    assert!(gone.message.contains("no longer on the server"), "{gone:?}");
+    refused(
+        alice.request(delete(&file)).await.unwrap(),
+        ErrorCode::NoSuchBlob,
+    );
+    let dir = server.data_dir().join("blobs");
+    let left: Vec<String> = files_under(&dir)
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|name| !name.starts_with(&file.blob.to_string())),
+        "{left:?}"
+    );
+
+    // Its bytes count no more against the quota.
+    let next = create(&mut alice, lobby, 2 * u64::from(CHUNK), CHUNK).await;
+    // An upload in progress can be deleted too; its next chunk finds nothing.
+    alice.ok(delete(&going)).await.unwrap();
+    refused(put(&mut alice, &going, 1).await, ErrorCode::NoSuchBlob);
+    refused(
+        alice
+            .request(Request::BlobStatus { blob: going.blob })
+            .await
+            .unwrap(),
+        ErrorCode::NoSuchBlob,
+    );
+    drop((alice, bob));
+
+    // Deleted for good: a restart brings neither back, nor their quota.
+    server.restart().await.unwrap();
+    let mut alice = login(&server, "alice").await;
+    assert_eq!(
+        get(&mut alice, file.blob, 0).await.unwrap_err().code,
+        ErrorCode::NoSuchBlob
+    );
+    assert!(upload(&mut alice, &next, 0..2).await.complete);
+    create(&mut alice, lobby, 2 * u64::from(CHUNK), CHUNK).await;
+    drop(alice);
+    server.stop().await.unwrap();
+    let log = std::fs::read_to_string(server.data_dir().join("events.log")).unwrap();
+    let deleted = format!(
+        "blob_deleted blob={} room={lobby} size={} complete=true user=alice",
+        file.blob, file.size
+    );
+    assert!(log.contains(&deleted), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_older_than_the_retention_are_deleted() {
+    let mut server = TestServer::start_with(|config| {
+        config.limits.blob_retention_days = 30;
+    })
+    .await
+    .unwrap();
+    let mut alice = user(&server, "alice").await;
+    let lobby = alice.lobby().await.unwrap();
+    let old = create(&mut alice, lobby, u64::from(CHUNK), CHUNK).await;
+    let recent = create(&mut alice, lobby, u64::from(CHUNK), CHUNK).await;
+    upload(&mut alice, &old, 0..1).await;
+    upload(&mut alice, &recent, 0..1).await;
+    drop(alice);
+    server.stop().await.unwrap();
+    // Make one upload 31 days old, as the server wrote it, and start again: expiry
+    // runs at start (and every hour).
+    let meta = server
+        .data_dir()
+        .join("blobs")
+        .join(format!("{}.meta", old.blob));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let month_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 31 * 24 * 3600 * 1000;
+    let aged: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once('=') {
+            Some(("created_ms", _)) => format!("created_ms={month_ago}"),
+            _ => line.to_owned(),
+        })
+        .collect();
+    std::fs::write(&meta, aged.join("\n") + "\n").unwrap();
+    server.restart().await.unwrap();
+    let mut alice = login(&server, "alice").await;
+    let expired = get(&mut alice, old.blob, 0).await.unwrap_err();
+    assert_eq!(expired.code, ErrorCode::NoSuchBlob);
+    assert!(expired.message.contains("expired"), "{expired:?}");
+    assert!(!meta.exists());
+    download_matches(&mut alice, &recent).await;
+    drop(alice);
+    server.stop().await.unwrap();
+    let log = std::fs::read_to_string(server.data_dir().join("events.log")).unwrap();
+    let line = format!("blob_expired blob={} room={lobby} complete=true", old.blob);
+    assert!(log.contains(&line), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_and_voice_are_not_held_to_the_general_request_rate() {
     let server = TestServer::start_with(|config| {
         config.limits.requests_per_second = 0.1;
