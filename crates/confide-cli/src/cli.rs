@@ -76,6 +76,9 @@ pub enum Command {
     GetFile(GetFileArgs),
     /// Send a voice message from a WAV file (encoded to Opus) or an Ogg Opus file.
     SendVoice(SendFileArgs),
+    /// Delete one of your file or voice messages for everyone, and its encrypted file
+    /// from the server (freeing your storage there).
+    DeleteFile(DeleteFileArgs),
 }
 
 /// `send-file` and `send-voice`.
@@ -102,6 +105,14 @@ pub struct GetFileArgs {
     /// Replace the destination if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `delete-file`.
+#[derive(Debug, Args)]
+pub struct DeleteFileArgs {
+    /// The message's id (shown by `history` and `listen`).
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 /// `verify`.

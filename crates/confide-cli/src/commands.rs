@@ -66,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => keys::verify(&context, args).await,
         Command::SendFile(args) => files::send_file(&context, args).await,
         Command::GetFile(args) => files::get_file(&context, args).await,
+        Command::DeleteFile(args) => files::delete_file(&context, args).await,
         Command::SendVoice(args) => files::send_voice(&context, args).await,
     }
 }

@@ -279,7 +279,8 @@ impl ClientHandle {
     }
 
     /// Deletes one of this user's messages for everyone (clients stop showing it; the
-    /// ciphertext stays in the server's log).
+    /// ciphertext stays in the server's log). A file it carries stays on the server
+    /// until [`ClientHandle::delete_blob`].
     ///
     /// # Errors
     /// As [`ClientHandle::send`].

@@ -884,7 +884,15 @@ impl ClientHandle {
                     }
                     return Err(ClientError::Transfer(err));
                 }
-                Err(err) if is_final(&err) => return Err(err),
+                Err(err) if is_final(&err) => {
+                    if err.code() == Some(ErrorCode::NoSuchBlob)
+                        && let Sink::Part(Some(part)) = &sink
+                    {
+                        // Deleted or expired on the server: this part can never finish.
+                        let _ = std::fs::remove_file(&part.path);
+                    }
+                    return Err(err);
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "download interrupted; resuming");
                     if next <= before {
@@ -985,6 +993,27 @@ impl ClientHandle {
         // Answers still on their way are dropped with `inflight`.
         drop(inflight);
         result
+    }
+
+    /// Deletes a file this user uploaded from the server: nobody can download it
+    /// afterwards, and its bytes no longer count against the account's storage. Call it
+    /// after deleting the message that carries it ([`ClientHandle::delete`]), so that
+    /// nobody is shown a file that is gone. Returns `false` if the server had no such
+    /// file (deleted before, expired, or uploaded by someone else).
+    ///
+    /// # Errors
+    /// [`TransferError::BadBlobId`], or the request failing.
+    pub async fn delete_blob(&self, pointer: &FilePointer) -> Result<bool, ClientError> {
+        let blob = BlobId::from_hex(&pointer.blob).map_err(|_| TransferError::BadBlobId)?;
+        match self.request(Request::DeleteBlob { blob }).await {
+            Ok(Reply::Ok) => Ok(true),
+            Ok(other) => Err(ClientError::Protocol(format!(
+                "unexpected answer to deleting a file: {}",
+                crate::connection::reply_kind(&other)
+            ))),
+            Err(err) if err.code() == Some(ErrorCode::NoSuchBlob) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// The file or voice message with id `id`, looked up in the decrypted history of

@@ -29,7 +29,7 @@ use confide_client::model::{
 use confide_client::{
     ClientEvent, ClientHandle, ConnectionState, HistoryPage, Protection, SentAck, Verification,
 };
-use confide_crypto::payload::MessageId;
+use confide_crypto::payload::{FilePointer, MessageId};
 use confide_proto::{
     MemberInfo, RoomEncryption, RoomId, RoomInfo, RoomName, Target, Timestamp, UserName,
 };
@@ -72,8 +72,10 @@ enum LineAction {
         target: MessageId,
         text: String,
     },
+    /// Delete one of the user's messages, and the file it carries from the server.
     Delete {
         target: MessageId,
+        file: Option<Box<FilePointer>>,
     },
     /// Save a file, or play or stop a voice message.
     Media(MediaAction),
@@ -886,14 +888,23 @@ impl ChatScreen {
                 self.place_cursor = Some(self.cursor);
             }
             LineAction::Media(action) => self.on_media_action(action, bridge),
-            LineAction::Delete { target } => {
+            LineAction::Delete { target, file } => {
                 let client = self.client.clone();
                 bridge.spawn(async move {
-                    let result = client
-                        .delete(room, target)
-                        .await
-                        .map(|_| "message deleted".to_owned())
-                        .map_err(|e| format!("not deleted: {e}"));
+                    let result = match client.delete(room, target).await {
+                        Err(e) => Err(format!("not deleted: {e}")),
+                        Ok(_) => match file {
+                            None => Ok("message deleted".to_owned()),
+                            // The message first, so that nobody is offered a file that
+                            // is gone.
+                            Some(file) => match client.delete_blob(&file).await {
+                                Ok(_) => Ok("message and file deleted".to_owned()),
+                                Err(e) => Err(format!(
+                                    "message deleted, but the file stays on the server: {e}"
+                                )),
+                            },
+                        },
+                    };
                     Some(Update::Outcome(Outcome::Done(result)))
                 });
             }
@@ -1373,7 +1384,8 @@ fn line_ui(
                             ui.close();
                         }
                         if mine && ui.button("Delete").clicked() {
-                            action = Some(LineAction::Delete { target: *id });
+                            let file = media.as_deref().map(|media| Box::new(media.file().clone()));
+                            action = Some(LineAction::Delete { target: *id, file });
                             ui.close();
                         }
                     });

@@ -804,6 +804,25 @@ fn files_sent_with_the_file_button_and_by_drag_and_drop_reach_bob_intact() {
         has_label(h, "sent cat.jpg")
     });
 
+    // Deleting the message deletes the file from the server too.
+    harness.get_by_label("📄 cat.jpg").click_secondary();
+    wait_until(&mut harness, "the message menu", |h| {
+        h.query_by_label("Delete").is_some()
+    });
+    harness.get_by_label("Delete").click_accesskit();
+    harness.step();
+    wait_until(&mut harness, "the deletion", |h| {
+        has_label(h, "message and file deleted") && h.query_by_label("📄 cat.jpg").is_none()
+    });
+    let gone = runtime
+        .block_on(bob.download_bytes(&pointer, u64::MAX, confide_client::no_progress()))
+        .unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Some(confide_proto::ErrorCode::NoSuchBlob),
+        "{gone}"
+    );
+
     // A file over the server's limit is refused before it is uploaded, and says why.
     let big = files.path().join("big.bin");
     std::fs::write(&big, pattern(1536 * 1024, 4)).unwrap();

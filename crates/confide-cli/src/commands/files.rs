@@ -6,7 +6,7 @@
 //! from the part file it left beside the destination.
 
 use super::{Context, print_out};
-use crate::cli::{GetFileArgs, SendFileArgs, TargetArgs};
+use crate::cli::{DeleteFileArgs, GetFileArgs, SendFileArgs, TargetArgs};
 use anyhow::{Context as _, bail};
 use confide_client::{ClientHandle, Progress, TransferProgress, human_size, safe_file_name};
 use confide_crypto::payload::MessageId;
@@ -111,12 +111,7 @@ fn destination(out: Option<&Path>, sender_name: &str) -> PathBuf {
 /// If no file message has that id, the destination exists (without `--force`), the
 /// download fails, or the contents do not match the sender's hash (nothing is saved).
 pub async fn get_file(context: &Context, args: GetFileArgs) -> anyhow::Result<()> {
-    let Some(id) = MessageId::from_hex(&args.id) else {
-        bail!(
-            "{:?} is not a message id (32 hex digits, as history shows)",
-            args.id
-        );
-    };
+    let id = message_id(&args.id)?;
     let (client, events) = context.connect(true).await?;
     drop(events);
     let result = async {
@@ -146,6 +141,66 @@ pub async fn get_file(context: &Context, args: GetFileArgs) -> anyhow::Result<()
                 human_size(size),
                 found.sender,
                 out.display()
+            ))?;
+        }
+        Ok(())
+    }
+    .await;
+    client.close().await;
+    result
+}
+
+/// A message id from the command line.
+fn message_id(text: &str) -> anyhow::Result<MessageId> {
+    MessageId::from_hex(text).ok_or_else(|| {
+        anyhow::anyhow!("{text:?} is not a message id (32 hex digits, as history shows)")
+    })
+}
+
+/// `confide delete-file ID`: deletes one of the user's file or voice messages for
+/// everyone, then its encrypted file from the server.
+///
+/// # Errors
+/// If no file message has that id, someone else sent it, or the server refuses. If the
+/// message was deleted but the file could not be, the error says so.
+pub async fn delete_file(context: &Context, args: DeleteFileArgs) -> anyhow::Result<()> {
+    let id = message_id(&args.id)?;
+    let (client, events) = context.connect(true).await?;
+    drop(events);
+    let result = async {
+        let Some(found) = client.find_attachment(id).await? else {
+            bail!("no file or voice message with id {id} in your rooms' history");
+        };
+        if found.sender.canonical() != client.user().username.canonical() {
+            bail!(
+                "only its sender can delete a file: {id} was sent by {}",
+                found.sender
+            );
+        }
+        // The message first, so that nobody is offered a file that is gone.
+        let ack = client.delete(found.room, id).await?;
+        let removed = client
+            .delete_blob(&found.pointer)
+            .await
+            .context("the message was deleted, but its file stays on the server")?;
+        let name = safe_file_name(&found.pointer.name);
+        if context.json {
+            let line = serde_json::json!({
+                "type": "file_deleted",
+                "room_id": ack.room.0,
+                "seq": ack.seq.0,
+                "message_id": id.to_string(),
+                "name": name,
+                "file_removed": removed,
+            });
+            print_out(line.to_string())?;
+        } else if removed {
+            print_out(format!(
+                "deleted {name} for everyone, and its file from the server"
+            ))?;
+        } else {
+            print_out(format!(
+                "deleted {name} for everyone; its file was no longer on the server"
             ))?;
         }
         Ok(())

@@ -138,6 +138,17 @@ pub enum Media {
     Voice(VoicePointer),
 }
 
+impl Media {
+    /// The encrypted file on the server: the file itself, or the voice message's audio.
+    #[must_use]
+    pub fn file(&self) -> &FilePointer {
+        match self {
+            Media::File(file) => file,
+            Media::Voice(voice) => &voice.file,
+        }
+    }
+}
+
 /// One row to draw, from [`Timeline::rows`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Row<'a, D> {

@@ -157,6 +157,52 @@ fn send_file_and_get_file_through_the_binary() {
         &["send-file", "--to", "bob", "/definitely/not/here.txt"],
     ));
     assert!(line.contains("cannot read"), "{line}");
+
+    // Only its sender deletes it: the message for everyone, the file from the server.
+    let line = fails(confide(two.bob.path(), None, &["delete-file", &id]));
+    assert!(line.contains("only its sender"), "{line}");
+    let deleted = ok(confide(two.alice.path(), None, &["delete-file", &id]));
+    assert!(
+        String::from_utf8_lossy(&deleted.stdout)
+            .contains("deleted photo.png for everyone, and its file from the server"),
+        "{deleted:?}"
+    );
+    let gone = two.work.path().join("gone.png");
+    let line = fails(confide(
+        two.bob.path(),
+        None,
+        &["get-file", &id, "--out", gone.to_str().unwrap()],
+    ));
+    assert!(line.contains("no longer on the server"), "{line}");
+    assert!(!gone.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(two.work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let history = ok(confide(
+        two.bob.path(),
+        None,
+        &["--json", "history", "--to", "alice"],
+    ));
+    let history = String::from_utf8(history.stdout).unwrap();
+    assert!(
+        history.lines().any(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            line["payload"] == "delete" && line["text"] == format!("(deleted {id})")
+        }),
+        "{history}"
+    );
+    // Twice: the message is deleted again, and the file is already gone.
+    let again = ok(confide(
+        two.alice.path(),
+        Some("alice password"),
+        &["--json", "delete-file", &id],
+    ));
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["type"], "file_deleted");
+    assert_eq!(again["file_removed"], false);
 }
 
 /// Files under `dir` whose names end with `suffix`, with their sizes.
