@@ -20,8 +20,8 @@ use confide_client::{
     ClientHandle, ConnectionState, EventStream, Progress, TransferProgress, human_size,
     safe_file_name,
 };
-use confide_crypto::payload::FilePointer;
-use confide_proto::{Membership, RoomInfo, RoomName, Target, Timestamp};
+use confide_crypto::payload::{FilePointer, MessageId};
+use confide_proto::{Membership, RoomId, RoomInfo, RoomName, Target, Timestamp};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -293,9 +293,39 @@ pub async fn run_effect(
         Effect::SaveFile { pointer, out } => {
             Outcome::Done(save_file(client, &pointer, out.as_deref(), outcomes).await)
         }
+        Effect::Delete { room, target, file } => {
+            Outcome::Done(delete(client, room, target, file.as_deref()).await)
+        }
         Effect::ClearScreen => return None,
     };
     Some(outcome)
+}
+
+/// `/delete`: the message for everyone first, so that nobody is offered a file that is
+/// gone, then its file from the server.
+async fn delete(
+    client: &ClientHandle,
+    room: RoomId,
+    target: MessageId,
+    file: Option<&FilePointer>,
+) -> Result<String, String> {
+    client
+        .delete(room, target)
+        .await
+        .map_err(|err| format!("not deleted: {err}"))?;
+    let Some(file) = file else {
+        return Ok("message deleted".to_owned());
+    };
+    let name = safe_file_name(&file.name);
+    match client.delete_blob(file).await {
+        Ok(true) => Ok(format!("deleted {name}, and its file from the server")),
+        Ok(false) => Ok(format!(
+            "deleted {name}; its file was no longer on the server"
+        )),
+        Err(err) => Err(format!(
+            "deleted the message, but {name} stays on the server: {err}"
+        )),
+    }
 }
 
 /// Reports a transfer's progress as outcomes, once per percent.

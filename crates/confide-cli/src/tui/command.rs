@@ -60,6 +60,9 @@ pub enum SlashCommand {
         /// Where to save it.
         path: Option<PathBuf>,
     },
+    /// `/delete [N]`: delete the user's newest message in the current conversation, or
+    /// file N of `/files` (theirs), for everyone; a file goes from the server too.
+    Delete(Option<usize>),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -102,6 +105,7 @@ pub const HELP: &[&str] = &[
     "/file PATH             send a file (encrypted end to end) to this conversation",
     "/files                 list the files in this conversation, newest first",
     "/save [N] [PATH]       save the newest file (or number N of /files) as PATH",
+    "/delete [N]            delete your last message here (or your file N of /files)",
     "/help                  this help",
     "/quit                  leave the chat (or Ctrl+C)",
     "",
@@ -119,6 +123,7 @@ const USAGE_BAN: &str = "/ban USER";
 const USAGE_MSG: &str = "/msg USER TEXT";
 const USAGE_FILE: &str = "/file PATH";
 const USAGE_SAVE: &str = "/save [N] [PATH] (N counts from 1, the newest file)";
+const USAGE_DELETE: &str = "/delete [N] (N as /files numbers your files)";
 
 /// Parses a submitted line.
 ///
@@ -181,6 +186,14 @@ pub fn parse_input(line: &str) -> Result<Input, CommandError> {
         },
         "files" => no_arguments(&words, SlashCommand::Files, "/files")?,
         "save" => save(args)?,
+        "delete" | "unsend" => match words[..] {
+            [] => SlashCommand::Delete(None),
+            [number] => match number.parse::<usize>() {
+                Ok(number) if number > 0 => SlashCommand::Delete(Some(number)),
+                _ => return Err(CommandError::Usage(USAGE_DELETE)),
+            },
+            _ => return Err(CommandError::Usage(USAGE_DELETE)),
+        },
         "help" => SlashCommand::Help,
         "quit" | "exit" => SlashCommand::Quit,
         _ => return Err(CommandError::Unknown(name.to_owned())),
@@ -314,6 +327,15 @@ mod tests {
             }
         );
         assert_eq!(command("/rooms"), SlashCommand::Rooms);
+        assert_eq!(command("/delete"), SlashCommand::Delete(None));
+        assert_eq!(command("/unsend 2"), SlashCommand::Delete(Some(2)));
+        for bad in ["/delete 0", "/delete x", "/delete 1 2"] {
+            assert_eq!(
+                parse_input(bad),
+                Err(CommandError::Usage(USAGE_DELETE)),
+                "{bad}"
+            );
+        }
         assert_eq!(command("/help"), SlashCommand::Help);
         assert_eq!(command("/quit"), SlashCommand::Quit);
         assert_eq!(command("/QUIT"), SlashCommand::Quit);

@@ -21,7 +21,7 @@ use confide_client::model::{LineKind, Media, TimelineLine};
 use confide_client::model::{Presence, RoomList, RoomSummary, Timeline, Typing};
 use confide_client::{ClientEvent, ConnectionState, HistoryPage, SentAck};
 use confide_client::{human_size, safe_file_name};
-use confide_crypto::payload::FilePointer;
+use confide_crypto::payload::{FilePointer, MessageId};
 use confide_proto::{
     MemberInfo, Membership, RoomId, RoomInfo, RoomName, Seq, Target, Timestamp, UserName,
 };
@@ -123,6 +123,16 @@ pub enum Effect {
         pointer: Box<FilePointer>,
         /// Where, as typed.
         out: Option<PathBuf>,
+    },
+    /// Delete one of the user's messages for everyone, then the file it carries from
+    /// the server; answered by [`Outcome::Done`].
+    Delete {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        target: MessageId,
+        /// Its file, if it carries one (boxed: it is large).
+        file: Option<Box<FilePointer>>,
     },
     /// Clear and redraw the whole terminal.
     ClearScreen,
@@ -833,6 +843,13 @@ impl AppState {
                     }
                 }
             }
+            SlashCommand::Delete(number) => match self.current_room() {
+                Ok((room, _)) => match self.deletable(room, number) {
+                    Ok(effect) => vec![effect],
+                    Err(err) => self.fail(&err),
+                },
+                Err(err) => self.fail(&err),
+            },
             SlashCommand::Help => {
                 self.overlay = Some(Overlay {
                     title: "help".to_owned(),
@@ -845,6 +862,47 @@ impl AppState {
                 Vec::new()
             }
         }
+    }
+
+    /// What `/delete [N]` deletes in `room`: file N of `/files` if it is the user's,
+    /// else the user's newest message there that is not deleted yet.
+    fn deletable(&self, room: RoomId, number: Option<usize>) -> Result<Effect, String> {
+        let mine = |line: &TimelineLine| line.sender.canonical() == self.me.canonical();
+        let found = match number {
+            Some(wanted) => {
+                let Some((line, _)) = self.files(room).nth(wanted.saturating_sub(1)) else {
+                    let count = self.files(room).count();
+                    return Err(if count == 0 {
+                        no_files(self.timeline.is_complete(room))
+                    } else {
+                        format!("there is no file {wanted}: /files lists {count}")
+                    });
+                };
+                if !mine(line) {
+                    return Err(format!(
+                        "file {wanted} was sent by {}: only its sender can delete it",
+                        line.sender
+                    ));
+                }
+                line
+            }
+            None => self
+                .timeline
+                .lines(room)
+                .rev()
+                .find(|line| {
+                    mine(line) && matches!(line.kind, LineKind::Message { deleted: false, .. })
+                })
+                .ok_or_else(|| "none of your messages here can be deleted".to_owned())?,
+        };
+        let LineKind::Message { id, media, .. } = &found.kind else {
+            return Err("that line is not a message".to_owned());
+        };
+        Ok(Effect::Delete {
+            room,
+            target: *id,
+            file: media.as_deref().map(|media| Box::new(media.file().clone())),
+        })
     }
 
     /// The files and voice messages loaded in `room` and not deleted, newest first

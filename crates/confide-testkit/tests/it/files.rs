@@ -6,7 +6,7 @@ use confide_client::{
     ClientError, ClientEvent, ClientHandle, Content, EventStream, Progress, TransferError,
     TransferProgress, no_progress,
 };
-use confide_crypto::payload::{FilePointer, Payload};
+use confide_crypto::payload::{FilePointer, MessageId, Payload};
 use confide_proto::{ErrorCode, RoomId, Target, UserName};
 use confide_testkit::{TIMEOUT, TestServer, connect_user, files_under};
 use std::net::SocketAddr;
@@ -86,6 +86,11 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// The next file or voice message in `room` from someone else.
 async fn next_file(events: &mut EventStream, room: RoomId) -> FilePointer {
+    next_file_message(events, room).await.1
+}
+
+/// The next file or voice message in `room` from someone else, with its message id.
+async fn next_file_message(events: &mut EventStream, room: RoomId) -> (MessageId, FilePointer) {
     loop {
         let event = tokio::time::timeout(TIMEOUT, events.next())
             .await
@@ -96,8 +101,8 @@ async fn next_file(events: &mut EventStream, room: RoomId) -> FilePointer {
             && let Content::Message { envelope, .. } = &entry.content
         {
             match &envelope.body {
-                Payload::File(pointer) => return pointer.clone(),
-                Payload::Voice(voice) => return voice.file.clone(),
+                Payload::File(pointer) => return (envelope.id, pointer.clone()),
+                Payload::Voice(voice) => return (envelope.id, voice.file.clone()),
                 _ => {}
             }
         }
@@ -493,7 +498,7 @@ async fn the_chat_screen_sends_and_saves_files() {
     assert_eq!(last, Some(bytes.len() as u64));
 
     // Bob saves it into a directory, under the sender's name for it.
-    let pointer = next_file(&mut pair.bob_events, pair.room).await;
+    let (id, pointer) = next_file_message(&mut pair.bob_events, pair.room).await;
     let saves = tempfile::tempdir().unwrap();
     let save = |out: Option<PathBuf>| Effect::SaveFile {
         pointer: Box::new(pointer.clone()),
@@ -534,4 +539,29 @@ async fn the_chat_screen_sends_and_saves_files() {
         };
         assert!(err.contains(why), "{err}");
     }
+
+    // /delete: the message for everyone, then the file from the server.
+    let delete = || Effect::Delete {
+        room: pair.room,
+        target: id,
+        file: Some(Box::new(pointer.clone())),
+    };
+    assert_eq!(
+        run(delete()).await,
+        Some(Outcome::Done(Ok(
+            "deleted chart data.bin, and its file from the server".to_owned()
+        )))
+    );
+    let again = saves.path().join("again.bin");
+    let Some(Outcome::Done(Err(err))) = run_effect(&pair.bob, save(Some(again)), &tx).await else {
+        panic!()
+    };
+    assert!(err.contains("no longer on the server"), "{err}");
+    assert_eq!(files_under(saves.path()), [saved]);
+    assert_eq!(
+        run(delete()).await,
+        Some(Outcome::Done(Ok(
+            "deleted chart data.bin; its file was no longer on the server".to_owned()
+        )))
+    );
 }

@@ -867,3 +867,76 @@ fn file_commands_need_a_joined_conversation_with_files() {
     assert!(type_line(&mut state, "/file a.txt").is_empty());
     assert_eq!(error_text(&state), "you are not a member of #secret");
 }
+
+/// A message of `#dev` with its own id.
+fn with_id(mut entry: confide_client::Entry, id: u8) -> ClientEvent {
+    if let confide_client::Content::Message { envelope, .. } = &mut entry.content {
+        envelope.id = MessageId::from_bytes([id; 16]);
+    }
+    live(entry)
+}
+
+#[test]
+fn delete_takes_the_users_newest_message_or_one_of_their_files() {
+    let mut state = with_files();
+    // Nothing of alice's is here yet.
+    assert!(type_line(&mut state, "/delete").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "none of your messages here can be deleted"
+    );
+    let report = file_pointer("report.pdf", 4096);
+    state.on_client_event(with_id(message(4, 4, TS, "alice", "mine"), 1));
+    state.on_client_event(with_id(
+        payload_message(
+            4,
+            5,
+            TS,
+            "alice",
+            confide_crypto::payload::Payload::File(report.clone()),
+            confide_client::Protection::Mls,
+        ),
+        2,
+    ));
+    // The newest is her file: the message goes, and the file with it.
+    let delete_file = Effect::Delete {
+        room: RoomId(4),
+        target: MessageId::from_bytes([2; 16]),
+        file: Some(Box::new(report)),
+    };
+    assert_eq!(
+        type_line(&mut state, "/delete"),
+        std::slice::from_ref(&delete_file)
+    );
+    assert_eq!(type_line(&mut state, "/delete 1"), [delete_file]);
+    // Others' files are theirs to delete.
+    assert!(type_line(&mut state, "/delete 3").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "file 3 was sent by bob: only its sender can delete it"
+    );
+    assert!(type_line(&mut state, "/delete 4").is_empty());
+    assert_eq!(error_text(&state), "there is no file 4: /files lists 3");
+    // Once the file is deleted, /delete takes the text before it.
+    state.on_client_event(with_id(
+        payload_message(
+            4,
+            6,
+            TS,
+            "alice",
+            confide_crypto::payload::Payload::Delete {
+                target: MessageId::from_bytes([2; 16]),
+            },
+            confide_client::Protection::Mls,
+        ),
+        3,
+    ));
+    assert_eq!(
+        type_line(&mut state, "/delete"),
+        [Effect::Delete {
+            room: RoomId(4),
+            target: MessageId::from_bytes([1; 16]),
+            file: None,
+        }]
+    );
+}
