@@ -8,7 +8,9 @@
 use super::{Context, print_out};
 use crate::cli::{DeleteFileArgs, GetFileArgs, SendFileArgs, TargetArgs};
 use anyhow::{Context as _, bail};
-use confide_client::{ClientHandle, Progress, TransferProgress, human_size, safe_file_name};
+use confide_client::{
+    Attachment, ClientHandle, Progress, TransferProgress, human_size, safe_file_name,
+};
 use confide_crypto::payload::MessageId;
 use confide_proto::Target;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -105,6 +107,14 @@ fn destination(out: Option<&Path>, sender_name: &str) -> PathBuf {
     }
 }
 
+/// The file or voice message `id` in the user's rooms.
+async fn attachment(client: &ClientHandle, id: MessageId) -> anyhow::Result<Attachment> {
+    match client.find_attachment(id).await? {
+        Some(found) => Ok(found),
+        None => bail!("no file or voice message with id {id} in your rooms' history"),
+    }
+}
+
 /// `confide get-file ID [--out PATH] [--force]`.
 ///
 /// # Errors
@@ -115,9 +125,7 @@ pub async fn get_file(context: &Context, args: GetFileArgs) -> anyhow::Result<()
     let (client, events) = context.connect(true).await?;
     drop(events);
     let result = async {
-        let Some(found) = client.find_attachment(id).await? else {
-            bail!("no file or voice message with id {id} in your rooms' history");
-        };
+        let found = attachment(&client, id).await?;
         let out = destination(args.out.as_deref(), &found.pointer.name);
         let (bar, progress) = progress_bar(&safe_file_name(&found.pointer.name));
         let saved = client
@@ -168,9 +176,7 @@ pub async fn delete_file(context: &Context, args: DeleteFileArgs) -> anyhow::Res
     let (client, events) = context.connect(true).await?;
     drop(events);
     let result = async {
-        let Some(found) = client.find_attachment(id).await? else {
-            bail!("no file or voice message with id {id} in your rooms' history");
-        };
+        let found = attachment(&client, id).await?;
         if found.sender.canonical() != client.user().username.canonical() {
             bail!(
                 "only its sender can delete a file: {id} was sent by {}",
