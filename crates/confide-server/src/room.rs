@@ -418,22 +418,40 @@ fn lock_residents(residents: &Residents) -> std::sync::MutexGuard<'_, HashMap<Ro
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Loads a room's state and starts its actor.
+/// Starts the actor of a room read by [`read`].
+pub fn spawn_stored(
+    context: RoomContext,
+    stored: Stored,
+    tracker: &tokio_util::task::TaskTracker,
+) -> RoomHandle {
+    spawn_loaded(context, stored.record, stored.loaded, tracker)
+}
+
+/// A room as the store has it, read by [`read`] to start its actor.
+pub struct Stored {
+    record: RoomRecord,
+    loaded: Loaded,
+}
+
+impl Stored {
+    /// The room's id.
+    #[must_use]
+    pub fn id(&self) -> RoomId {
+        self.record.id
+    }
+}
+
+/// Reads room `id` to start its actor; `None` if there is no such room. Blocking: for
+/// many rooms at once, call it for each inside one blocking task.
 ///
 /// # Errors
-/// If the room's state cannot be read.
-pub async fn spawn(
-    context: RoomContext,
-    record: RoomRecord,
-    tracker: &tokio_util::task::TaskTracker,
-) -> Result<RoomHandle, StoreError> {
-    let store = Arc::clone(&context.store);
-    let id = record.id;
-    let owner = record.owner;
-    let loaded = tokio::task::spawn_blocking(move || load(store.as_ref(), id, owner))
-        .await
-        .map_err(|err| StoreError::Database(err.to_string()))??;
-    Ok(spawn_loaded(context, record, loaded, tracker))
+/// If the store cannot be read.
+pub fn read(store: &dyn Store, id: RoomId) -> Result<Option<Stored>, StoreError> {
+    let Some(record) = store.room(id)? else {
+        return Ok(None);
+    };
+    let loaded = load(store, id, record.owner)?;
+    Ok(Some(Stored { record, loaded }))
 }
 
 /// Starts the actor of a direct conversation the store has just created: its state is

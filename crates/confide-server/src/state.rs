@@ -360,16 +360,85 @@ impl Rooms {
         ))
     }
 
+    /// The actors of those of rooms `ids` that exist, in the order of `ids`: those that
+    /// do not run are started as by [`Rooms::open`], but read from the store together,
+    /// in one blocking task, rather than one after another.
+    ///
+    /// # Errors
+    /// If the rooms' state cannot be read.
+    pub async fn open_many(&self, ids: &[RoomId]) -> Result<Vec<RoomHandle>, ProtoError> {
+        let mut found: HashMap<RoomId, RoomHandle> = HashMap::with_capacity(ids.len());
+        let mut starting = Vec::new();
+        let mut elsewhere = Vec::new();
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        {
+            let map = self.map();
+            let mut loading = self.loading();
+            for &id in ids {
+                if !seen.insert(id) {
+                    continue;
+                }
+                if let Some(handle) = map.get(&id) {
+                    found.insert(id, handle.clone());
+                    continue;
+                }
+                match loading.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(_) => elsewhere.push(id),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Vec::new());
+                        starting.push(Starting {
+                            rooms: self,
+                            id,
+                            finished: false,
+                        });
+                    }
+                }
+            }
+        }
+        if !starting.is_empty() {
+            let wanted: Vec<RoomId> = starting.iter().map(|start| start.id).collect();
+            let read = blocking(&self.context.store, move |store| {
+                wanted.into_iter().map(|id| room::read(store, id)).collect()
+            })
+            .await;
+            let stored: Vec<Option<room::Stored>> = match read {
+                Ok(stored) => stored,
+                Err(err) => {
+                    for start in &mut starting {
+                        start.finish(&Err(err.clone()));
+                    }
+                    return Err(err);
+                }
+            };
+            for (mut start, stored) in starting.into_iter().zip(stored) {
+                let answer = Ok(stored.map(|stored| self.spawn_stored(stored)));
+                start.finish(&answer);
+                if let Ok(Some(handle)) = answer {
+                    found.insert(start.id, handle);
+                }
+            }
+        }
+        // Rooms another caller was starting: wait for them as `open` does.
+        for id in elsewhere {
+            if let Some(handle) = self.open(id).await? {
+                found.insert(id, handle);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+    }
+
     /// Reads a room and starts its actor (see [`Rooms::open`], which makes it findable).
     async fn start(&self, id: RoomId) -> Result<Option<RoomHandle>, ProtoError> {
-        let Some(record) = blocking(&self.context.store, move |store| store.room(id)).await? else {
-            return Ok(None);
-        };
-        let handle = room::spawn(self.context.clone(), record, &self.tracker)
-            .await
-            .map_err(|err| internal(&err))?;
+        let stored = blocking(&self.context.store, move |store| room::read(store, id)).await?;
+        Ok(stored.map(|stored| self.spawn_stored(stored)))
+    }
+
+    /// Starts the actor of a room just read from the store.
+    fn spawn_stored(&self, stored: room::Stored) -> RoomHandle {
+        let id = stored.id();
+        let handle = room::spawn_stored(self.context.clone(), stored, &self.tracker);
         self.context.events.record("room_load", &[("room", &id)]);
-        Ok(Some(handle))
+        handle
     }
 
     /// The ids of every public room, in order.

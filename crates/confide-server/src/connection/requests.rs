@@ -504,10 +504,9 @@ impl Connection {
         self.shared.sessions.add(self.out.clone());
         let user = record.id;
         let rooms = blocking(&self.shared.store, move |store| store.rooms_of(user)).await?;
-        for (room, _) in rooms {
-            if let Some(handle) = self.shared.rooms.open(room).await? {
-                handle.subscribe(self.out.clone()).await;
-            }
+        let ids: Vec<RoomId> = rooms.into_iter().map(|(room, _)| room).collect();
+        for handle in self.shared.rooms.open_many(&ids).await? {
+            handle.subscribe(self.out.clone()).await;
         }
         self.shared.events.record(
             "login",
@@ -529,11 +528,10 @@ impl Connection {
         user: &LoggedIn,
         ids: impl IntoIterator<Item = RoomId>,
     ) -> Result<Vec<RoomInfo>, ProtoError> {
-        let mut infos = Vec::new();
-        for id in ids {
-            if let Some(handle) = self.shared.rooms.open(id).await? {
-                infos.push(handle.view(user.id).await?.info);
-            }
+        let ids: Vec<RoomId> = ids.into_iter().collect();
+        let mut infos = Vec::with_capacity(ids.len());
+        for handle in self.shared.rooms.open_many(&ids).await? {
+            infos.push(handle.view(user.id).await?.info);
         }
         Ok(infos)
     }

@@ -34,6 +34,9 @@ pub struct SqliteStore {
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 64;
+
 /// How often the checkpoint thread copies the log into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -264,6 +267,9 @@ impl SqliteStore {
             // room's start-up re-parsed its query.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
                 .map_err(db)?;
+            // Every statement a connection runs often stays prepared; rusqlite's
+            // default keeps 16, fewer than the reader runs.
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         }
         let checkpoints = start_checkpoints(path)?;
         Ok(SqliteStore {
@@ -329,28 +335,22 @@ impl Store for SqliteStore {
 
     fn user_by_name(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError> {
         let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT id, name, password_hash FROM users WHERE canonical = ?1",
-            params![name.canonical()],
-            row_user,
-        )
-        .optional()
-        .map_err(db)?
-        .map(to_user)
-        .transpose()
+        conn.prepare_cached("SELECT id, name, password_hash FROM users WHERE canonical = ?1")
+            .and_then(|mut statement| statement.query_row(params![name.canonical()], row_user))
+            .optional()
+            .map_err(db)?
+            .map(to_user)
+            .transpose()
     }
 
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
         let conn = lock(&self.reader);
-        conn.query_row(
-            "SELECT id, name, password_hash FROM users WHERE id = ?1",
-            params![id_i64(id.0)],
-            row_user,
-        )
-        .optional()
-        .map_err(db)?
-        .map(to_user)
-        .transpose()
+        conn.prepare_cached("SELECT id, name, password_hash FROM users WHERE id = ?1")
+            .and_then(|mut statement| statement.query_row(params![id_i64(id.0)], row_user))
+            .optional()
+            .map_err(db)?
+            .map(to_user)
+            .transpose()
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -466,11 +466,10 @@ impl Store for SqliteStore {
 
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let conn = lock(&self.reader);
-        conn.query_row(
-            &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE canonical = ?1"),
-            params![name.canonical()],
-            row_room,
-        )
+        conn.prepare_cached(&format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms WHERE canonical = ?1"
+        ))
+        .and_then(|mut statement| statement.query_row(params![name.canonical()], row_room))
         .optional()
         .map_err(db)?
         .map(to_room)
@@ -480,11 +479,10 @@ impl Store for SqliteStore {
     fn direct_room(&self, a: UserId, b: UserId) -> Result<Option<RoomRecord>, StoreError> {
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
         let conn = lock(&self.reader);
-        conn.query_row(
-            &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE direct_a = ?1 AND direct_b = ?2"),
-            params![id_i64(a.0), id_i64(b.0)],
-            row_room,
-        )
+        conn.prepare_cached(&format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms WHERE direct_a = ?1 AND direct_b = ?2"
+        ))
+        .and_then(|mut statement| statement.query_row(params![id_i64(a.0), id_i64(b.0)], row_room))
         .optional()
         .map_err(db)?
         .map(to_room)
@@ -494,7 +492,7 @@ impl Store for SqliteStore {
     fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
         let conn = lock(&self.reader);
         let mut statement = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT m.user_id, u.name, m.joined_seq FROM members m
                  JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id",
             )
@@ -522,7 +520,9 @@ impl Store for SqliteStore {
     fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
         let conn = lock(&self.reader);
         let mut statement = conn
-            .prepare("SELECT room_id, joined_seq FROM members WHERE user_id = ?1 ORDER BY room_id")
+            .prepare_cached(
+                "SELECT room_id, joined_seq FROM members WHERE user_id = ?1 ORDER BY room_id",
+            )
             .map_err(db)?;
         let rows = statement
             .query_map(params![id_i64(user.0)], |row| {

@@ -568,3 +568,85 @@ async fn rooms_nobody_uses_leave_memory_and_come_back_whole() {
         vec![("alice".into(), true, true), ("bob".into(), false, true)]
     );
 }
+
+/// After a restart no room runs: the first logins start every room of theirs, each
+/// exactly once even when several connections log in at the same moment, and every
+/// connection is subscribed to all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_after_a_restart_start_each_room_once() {
+    let mut server = TestServer::start_with(|config| config.limits.room_idle_secs = 0)
+        .await
+        .unwrap();
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    drop(user(&server, "carol").await);
+    let lobby = alice.lobby().await.unwrap();
+    let mut rooms = vec![lobby];
+    for index in 0..6 {
+        let name = format!("room{index}");
+        rooms.push(create_room(&mut alice, &name, false).await);
+        if index % 2 == 0 {
+            bob.ok(Request::Join { name }).await.unwrap();
+        }
+    }
+    for peer in ["bob", "carol"] {
+        let Reply::Sent { room, .. } = alice
+            .say(Target::User(peer.into()), "hi")
+            .await
+            .unwrap()
+            .unwrap()
+        else {
+            panic!()
+        };
+        rooms.push(room);
+    }
+    drop((alice, bob));
+    server.restart().await.unwrap();
+
+    // Three connections of alice's and one of bob's log in at once.
+    let (a1, a2, a3, bob) = tokio::join!(
+        login(&server, "alice"),
+        login(&server, "alice"),
+        login(&server, "alice"),
+        login(&server, "bob"),
+    );
+    let mut bob = bob;
+    let log = std::fs::read_to_string(server.data_dir().join("events.log")).unwrap();
+    let since_restart = log
+        .rsplit_once(" start listen=")
+        .map(|(_, after)| after)
+        .unwrap();
+    for room in &rooms {
+        let needle = format!(" room_load room={room}");
+        let loads = since_restart
+            .lines()
+            .filter(|line| line.ends_with(&needle))
+            .count();
+        assert_eq!(
+            loads, 1,
+            "room {room} started {loads} times:\n{since_restart}"
+        );
+    }
+    // Every connection of alice's gets what bob posts in the rooms they share.
+    let Reply::Sent { seq, .. } = bob
+        .say(Target::Room(rooms[1]), "back")
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!()
+    };
+    for mut alice in [a1, a2, a3] {
+        assert_eq!(
+            next_message(&mut alice).await,
+            (rooms[1], seq.0, b"back".to_vec())
+        );
+        let Reply::Rooms(listed) = alice.ok(Request::ListRooms).await.unwrap() else {
+            panic!()
+        };
+        for room in &rooms {
+            let info = listed.iter().find(|info| info.id == *room).unwrap();
+            assert_eq!(info.membership, Membership::Joined, "{info:?}");
+        }
+    }
+}

@@ -68,19 +68,18 @@ pub(super) fn apply_group_update(
 }
 
 pub(super) fn group(conn: &Connection, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
-    conn.query_row(
-        "SELECT epoch, group_info, seq FROM groups WHERE room_id = ?1",
-        params![id_i64(room.0)],
-        |row| {
-            Ok(GroupRecord {
-                epoch: Epoch(id_u64(row.get(0)?)),
-                group_info: row.get(1)?,
-                seq: Seq(id_u64(row.get(2)?)),
+    conn.prepare_cached("SELECT epoch, group_info, seq FROM groups WHERE room_id = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![id_i64(room.0)], |row| {
+                Ok(GroupRecord {
+                    epoch: Epoch(id_u64(row.get(0)?)),
+                    group_info: row.get(1)?,
+                    seq: Seq(id_u64(row.get(2)?)),
+                })
             })
-        },
-    )
-    .optional()
-    .map_err(db)
+        })
+        .optional()
+        .map_err(db)
 }
 
 pub(super) fn set_identity(
