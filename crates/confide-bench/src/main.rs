@@ -10,6 +10,7 @@
 //! target/release/confide-bench run --workload idle --idle 10000 --compare-relay --json
 //! target/release/confide-bench run --workload all --users 100 --compare-relay
 //! target/release/confide-bench run --workload files --file-mib 100
+//! target/release/confide-bench run --workload restart --users 1000 --conversations 20
 //! ```
 //!
 //! Every run starts its own server (or relay) on `127.0.0.1:0` with a fresh temporary
@@ -105,6 +106,9 @@ struct RunArgs {
     /// `--users` says).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=4096))]
     file_mib: u32,
+    /// Direct conversations each user is in, in the restart workload.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    conversations: u32,
     /// Also run each workload against the reference relay, where it applies.
     #[arg(long)]
     compare_relay: bool,
@@ -137,6 +141,7 @@ enum WorkloadArg {
     Sync,
     Direct,
     Files,
+    Restart,
     All,
 }
 
@@ -179,6 +184,7 @@ fn workloads(args: &[WorkloadArg]) -> Vec<Workload> {
             WorkloadArg::Sync => &[Workload::Sync],
             WorkloadArg::Direct => &[Workload::Direct],
             WorkloadArg::Files => &[Workload::Files],
+            WorkloadArg::Restart => &[Workload::Restart],
         };
         for workload in more {
             if !chosen.contains(workload) {
@@ -236,6 +242,7 @@ async fn run(args: RunArgs) -> Result<()> {
                 idle_for: Duration::from_secs_f64(args.idle_seconds.max(0.0)),
                 direct_random_peers: args.direct_random_peers,
                 file_bytes: u64::from(args.file_mib) * 1024 * 1024,
+                conversations: args.conversations,
             };
             let relay = if args.compare_relay && workload.relay_applies() {
                 let spec = Spec {

@@ -42,7 +42,8 @@ pub struct RunReport {
     /// Acknowledged messages per second; none for the relay.
     pub acked_per_second: Option<f64>,
     /// What [`RunReport::latency`] measures: `end_to_end` (send to receive, from the
-    /// send time in the message), `catch_up` (sync: reconnect to caught up) or `none`.
+    /// send time in the message), `catch_up` (sync: reconnect to caught up), `login`
+    /// (restart: connection to logged in) or `none`.
     pub latency_kind: &'static str,
     /// Latency percentiles.
     pub latency: LatencySummary,
@@ -339,10 +340,10 @@ fn row(report: &RunReport) -> [String; 16] {
             format_ns(ns)
         }
     };
-    let kind = if report.latency_kind == "catch_up" {
-        " (catch-up)"
-    } else {
-        ""
+    let kind = match report.latency_kind {
+        "catch_up" => " (catch-up)",
+        "login" => " (login)",
+        _ => "",
     };
     [
         report.workload.as_str().to_owned(),

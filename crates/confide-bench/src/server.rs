@@ -103,19 +103,28 @@ impl TargetProcess {
             .prefix("confide-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let config_path = dir.path().join("bench.toml");
-        std::fs::write(&config_path, config).context("cannot write the server config")?;
-        let mut command = Command::new(server_bin);
-        command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "warn");
+        std::fs::write(dir.path().join("bench.toml"), config)
+            .context("cannot write the server config")?;
+        let command = confide_command(server_bin, dir.path());
         TargetProcess::spawn(TargetKind::Confide, command, dir)
             .with_context(|| format!("cannot run {}", server_bin.display()))
+    }
+
+    /// Stops `confide-server` and starts it again on the same data directory and
+    /// configuration (on a new port: see [`TargetProcess::addr`]).
+    ///
+    /// # Errors
+    /// If it is not Confide, does not stop, or does not start again.
+    pub fn restart(&mut self, server_bin: &Path) -> Result<()> {
+        if self.kind != TargetKind::Confide {
+            bail!("only confide-server restarts");
+        }
+        self.stop()?;
+        let command = confide_command(server_bin, self.dir.path());
+        let (child, announced) = TargetProcess::launch(self.kind, command, self.dir.path())
+            .with_context(|| format!("cannot run {} again", server_bin.display()))?;
+        self.child = child;
+        self.take(announced)
     }
 
     /// Starts the reference relay (`BENCH_EXE relay --listen 127.0.0.1:0`).
@@ -133,8 +142,44 @@ impl TargetProcess {
             .context("cannot run the reference relay")
     }
 
-    fn spawn(kind: TargetKind, mut command: Command, dir: tempfile::TempDir) -> Result<Self> {
-        let log = std::fs::File::create(dir.path().join("stderr.log"))
+    fn spawn(kind: TargetKind, command: Command, dir: tempfile::TempDir) -> Result<Self> {
+        let (child, announced) = TargetProcess::launch(kind, command, dir.path())?;
+        let mut target = TargetProcess {
+            kind,
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            fingerprint: None,
+            dir,
+        };
+        target.take(announced)?;
+        Ok(target)
+    }
+
+    /// Takes the address and fingerprint the child printed.
+    fn take(&mut self, announced: Option<Announced>) -> Result<()> {
+        let Some(announced) = announced else {
+            let log = self.stderr_tail(20);
+            bail!("it did not print its address in time; its stderr ends with:\n{log}")
+        };
+        self.addr = announced.addr.context("no address")?;
+        self.fingerprint = announced.fingerprint;
+        if !self.addr.ip().is_loopback() {
+            bail!("the child listens on {}, not on loopback", self.addr);
+        }
+        Ok(())
+    }
+
+    /// Starts the child, its stderr appended to `dir/stderr.log`, and waits for it to
+    /// print its address (`None` if it did not in time).
+    fn launch(
+        kind: TargetKind,
+        mut command: Command,
+        dir: &Path,
+    ) -> Result<(Child, Option<Announced>)> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
             .context("cannot create the child's log file")?;
         let mut child = command
             .stdin(Stdio::null())
@@ -156,27 +201,7 @@ impl TargetProcess {
                 }
             }
         });
-        let mut target = TargetProcess {
-            kind,
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            fingerprint: None,
-            dir,
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(announced) => {
-                target.addr = announced.addr.context("no address")?;
-                target.fingerprint = announced.fingerprint;
-                if !target.addr.ip().is_loopback() {
-                    bail!("the child listens on {}, not on loopback", target.addr);
-                }
-                Ok(target)
-            }
-            Err(_) => {
-                let log = target.stderr_tail(20);
-                bail!("it did not print its address in time; its stderr ends with:\n{log}")
-            }
-        }
+        Ok((child, rx.recv_timeout(START_TIMEOUT).ok()))
     }
 
     /// The child's process id.
@@ -256,6 +281,21 @@ impl Drop for TargetProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The command that runs `confide-server` on the data directory and configuration in
+/// `dir`, on a free loopback port.
+fn confide_command(server_bin: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(server_bin);
+    command
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(dir.join("bench.toml"))
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// What a child printed about itself.

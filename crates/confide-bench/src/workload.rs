@@ -9,6 +9,7 @@ pub mod files;
 pub mod idle;
 pub mod messages;
 pub mod plan;
+pub mod restart;
 pub mod sync;
 
 use crate::report::RunReport;
@@ -40,11 +41,13 @@ pub enum Workload {
     Direct,
     /// One file up and down through two real clients, against a plain TLS copy.
     Files,
+    /// Users in C direct conversations each log in again after a server restart.
+    Restart,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Fanout,
         Workload::Paced,
         Workload::Rooms,
@@ -52,6 +55,7 @@ impl Workload {
         Workload::Sync,
         Workload::Direct,
         Workload::Files,
+        Workload::Restart,
     ];
 
     /// Lowercase name.
@@ -65,6 +69,7 @@ impl Workload {
             Workload::Sync => "sync",
             Workload::Direct => "direct",
             Workload::Files => "files",
+            Workload::Restart => "restart",
         }
     }
 
@@ -107,6 +112,8 @@ pub struct Spec {
     pub direct_random_peers: bool,
     /// Bytes of the file in the files workload.
     pub file_bytes: u64,
+    /// Direct conversations per user in the restart workload.
+    pub conversations: u32,
 }
 
 /// Settings shared by every run.
@@ -240,6 +247,7 @@ pub async fn run(spec: Spec, settings: Settings) -> Result<RunReport> {
             Workload::Idle => idle::run(&mut ctx).await,
             Workload::Sync => sync::run(&mut ctx).await,
             Workload::Files => files::run(&mut ctx).await,
+            Workload::Restart => restart::run(&mut ctx).await,
         }
     })
     .await

@@ -132,7 +132,7 @@ fn every_workload_at_toy_size() {
     assert_eq!(
         workloads,
         [
-            "fanout", "paced", "rooms", "idle", "sync", "direct", "files"
+            "fanout", "paced", "rooms", "idle", "sync", "direct", "files", "restart"
         ]
     );
     for run in &runs {
@@ -153,6 +153,9 @@ fn every_workload_at_toy_size() {
     // The 3 users who went away each catch up on the 30 messages they missed.
     assert_eq!(by_name("sync")["deliveries"], 3 * 30);
     assert_eq!(by_name("sync")["latency_kind"], "catch_up");
+    // Every user logs in again after the server restarted.
+    assert_eq!(by_name("restart")["deliveries"], 6);
+    assert_eq!(by_name("restart")["latency_kind"], "login");
     assert_eq!(by_name("idle")["connections"], 12);
     assert!(by_name("idle")["rss_per_connection_bytes"].is_number());
 }

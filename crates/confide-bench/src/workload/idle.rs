@@ -117,7 +117,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<RunReport> {
 
 /// Registers users `0..count` on connections that close right after, with bounded
 /// parallelism; returns their session tokens by index.
-async fn create_accounts(ctx: &Ctx, count: u32) -> Result<Vec<confide_proto::SessionToken>> {
+pub(super) async fn create_accounts(
+    ctx: &Ctx,
+    count: u32,
+) -> Result<Vec<confide_proto::SessionToken>> {
     let tls = ctx.tls.clone().context("no TLS configuration")?;
     let limit = Arc::new(tokio::sync::Semaphore::new(
         ctx.settings.connect_parallelism.max(1),

@@ -64,7 +64,9 @@ pub async fn run(ctx: &mut Ctx) -> Result<RunReport> {
             }
             (Arc::new(direct_pairs(&spec)), Entry::Lobby, users, 2)
         }
-        Workload::Idle | Workload::Sync | Workload::Files => bail!("not a message workload"),
+        Workload::Idle | Workload::Sync | Workload::Files | Workload::Restart => {
+            bail!("not a message workload")
+        }
     };
     let mut report = RunReport::new(spec.workload, kind, users, spec.body_bytes);
     report.senders = senders;
