@@ -441,17 +441,48 @@ impl Stored {
     }
 }
 
-/// Reads room `id` to start its actor; `None` if there is no such room. Blocking: for
-/// many rooms at once, call it for each inside one blocking task.
+/// Reads rooms `ids` to start their actors, in one go; `None` for a room that does not
+/// exist. Blocking.
 ///
 /// # Errors
 /// If the store cannot be read.
-pub fn read(store: &dyn Store, id: RoomId) -> Result<Option<Stored>, StoreError> {
-    let Some(record) = store.room(id)? else {
-        return Ok(None);
-    };
-    let loaded = load(store, id, record.owner)?;
-    Ok(Some(Stored { record, loaded }))
+pub fn read(store: &dyn Store, ids: &[RoomId]) -> Result<Vec<Option<Stored>>, StoreError> {
+    Ok(store
+        .room_states(ids, RECENT_NONCES)?
+        .into_iter()
+        .map(|state| state.map(Stored::from))
+        .collect())
+}
+
+impl From<crate::store::RoomState> for Stored {
+    fn from(state: crate::store::RoomState) -> Stored {
+        let members = state
+            .members
+            .into_iter()
+            .map(|member| {
+                (
+                    member.user,
+                    Member {
+                        name: member.name,
+                        joined_seq: member.joined_seq,
+                    },
+                )
+            })
+            .collect();
+        Stored {
+            record: state.record,
+            loaded: Loaded {
+                owner_name: state.owner_name,
+                last_seq: state.last.map_or(Seq(0), |(seq, _)| seq),
+                last_timestamp: state.last.map_or(Timestamp(0), |(_, at)| at),
+                members,
+                invited: state.invited.into_iter().collect(),
+                banned: state.banned.into_iter().collect(),
+                nonces: state.nonces,
+                group: state.group,
+            },
+        }
+    }
 }
 
 /// Starts the actor of a direct conversation the store has just created: its state is
@@ -542,40 +573,6 @@ struct Loaded {
     banned: HashSet<UserId>,
     nonces: Vec<crate::store::RecentNonce>,
     group: Option<GroupRecord>,
-}
-
-/// Reads a room's changing state. The record itself (name, kind, owner) never changes
-/// after creation, so the caller passes what it needs of it rather than have every
-/// room start-up scan the rooms table.
-fn load(store: &dyn Store, id: RoomId, owner: Option<UserId>) -> Result<Loaded, StoreError> {
-    let owner_name = match owner {
-        Some(owner) => store.user_by_id(owner)?.map(|user| user.name),
-        None => None,
-    };
-    let last = store.entries_before(id, None, 1)?;
-    let members = store
-        .members(id)?
-        .into_iter()
-        .map(|member| {
-            (
-                member.user,
-                Member {
-                    name: member.name,
-                    joined_seq: member.joined_seq,
-                },
-            )
-        })
-        .collect();
-    Ok(Loaded {
-        owner_name,
-        last_seq: last.first().map_or(Seq(0), |entry| entry.seq),
-        last_timestamp: last.first().map_or(Timestamp(0), |entry| entry.timestamp),
-        members,
-        invited: store.invites(id)?.into_iter().collect(),
-        banned: store.bans(id)?.into_iter().collect(),
-        nonces: store.recent_nonces(id, RECENT_NONCES)?,
-        group: store.group(id)?,
-    })
 }
 
 /// Encoded frames one after another, as one piece to queue.
@@ -843,9 +840,11 @@ impl RoomActor {
             Notice::Reload => {
                 let store = Arc::clone(&self.context.store);
                 let id = self.record.id;
-                let owner = self.record.owner;
-                match tokio::task::spawn_blocking(move || load(store.as_ref(), id, owner)).await {
-                    Ok(Ok(loaded)) => self.apply(loaded),
+                match tokio::task::spawn_blocking(move || read(store.as_ref(), &[id])).await {
+                    Ok(Ok(mut stored)) => match stored.pop().flatten() {
+                        Some(stored) => self.apply(stored.loaded),
+                        None => tracing::error!(room = %id, "cannot reload room: it is gone"),
+                    },
                     Ok(Err(err)) => tracing::error!(room = %id, cause = %err, "cannot reload room"),
                     Err(err) => tracing::error!(room = %id, cause = %err, "cannot reload room"),
                 }

@@ -397,10 +397,7 @@ impl Rooms {
         }
         if !starting.is_empty() {
             let wanted: Vec<RoomId> = starting.iter().map(|start| start.id).collect();
-            let read = blocking(&self.context.store, move |store| {
-                wanted.into_iter().map(|id| room::read(store, id)).collect()
-            })
-            .await;
+            let read = blocking(&self.context.store, move |store| room::read(store, &wanted)).await;
             let stored: Vec<Option<room::Stored>> = match read {
                 Ok(stored) => stored,
                 Err(err) => {
@@ -429,8 +426,12 @@ impl Rooms {
 
     /// Reads a room and starts its actor (see [`Rooms::open`], which makes it findable).
     async fn start(&self, id: RoomId) -> Result<Option<RoomHandle>, ProtoError> {
-        let stored = blocking(&self.context.store, move |store| room::read(store, id)).await?;
-        Ok(stored.map(|stored| self.spawn_stored(stored)))
+        let stored = blocking(&self.context.store, move |store| room::read(store, &[id])).await?;
+        Ok(stored
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|stored| self.spawn_stored(stored)))
     }
 
     /// Starts the actor of a room just read from the store.

@@ -224,6 +224,144 @@ impl NewRoom {
 /// A remembered message nonce: who sent it with which nonce, and where it was stored.
 pub type RecentNonce = ((UserId, MessageNonce), (Seq, Timestamp));
 
+/// Everything about a room that its actor starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomState {
+    /// The room.
+    pub record: RoomRecord,
+    /// Its owner's name, if it has an owner.
+    pub owner_name: Option<UserName>,
+    /// Sequence number and time of its newest entry, if any.
+    pub last: Option<(Seq, Timestamp)>,
+    /// Its members.
+    pub members: Vec<MemberRecord>,
+    /// Who is invited.
+    pub invited: Vec<UserId>,
+    /// Who is banned.
+    pub banned: Vec<UserId>,
+    /// Its newest message nonces, newest first.
+    pub nonces: Vec<RecentNonce>,
+    /// Its MLS group, if created.
+    pub group: Option<GroupRecord>,
+}
+
+/// The single reads a [`RoomState`] is made of, as [`Store`] has them: so that a store
+/// can run them on one connection inside one transaction.
+pub trait RoomReads {
+    /// As [`Store::room`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError>;
+    /// As [`Store::user_by_id`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// As [`Store::entries_before`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+    /// As [`Store::members`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError>;
+    /// As [`Store::invites`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
+    /// As [`Store::bans`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
+    /// As [`Store::recent_nonces`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError>;
+    /// As [`Store::group`].
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError>;
+}
+
+/// A [`Store`]'s own reads, one by one.
+struct ViaStore<'a, S: ?Sized>(&'a S);
+
+impl<S: Store + ?Sized> RoomReads for ViaStore<'_, S> {
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        self.0.room(id)
+    }
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.0.user_by_id(id)
+    }
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.0.entries_before(room, before, limit)
+    }
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
+        self.0.members(room)
+    }
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        self.0.invites(room)
+    }
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        self.0.bans(room)
+    }
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        self.0.recent_nonces(room, limit)
+    }
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        self.0.group(room)
+    }
+}
+
+/// Reads one room's [`RoomState`].
+///
+/// # Errors
+/// If the store cannot be read.
+pub fn room_state(
+    store: &dyn RoomReads,
+    id: RoomId,
+    nonces: usize,
+) -> Result<Option<RoomState>, StoreError> {
+    let Some(record) = store.room(id)? else {
+        return Ok(None);
+    };
+    let owner_name = match record.owner {
+        Some(owner) => store.user_by_id(owner)?.map(|user| user.name),
+        None => None,
+    };
+    let last = store
+        .entries_before(id, None, 1)?
+        .first()
+        .map(|entry| (entry.seq, entry.timestamp));
+    Ok(Some(RoomState {
+        owner_name,
+        last,
+        members: store.members(id)?,
+        invited: store.invites(id)?,
+        banned: store.bans(id)?,
+        nonces: store.recent_nonces(id, nonces)?,
+        group: store.group(id)?,
+        record,
+    }))
+}
+
 /// The persistent state of a server.
 pub trait Store: Send + Sync + 'static {
     /// Creates an account.
@@ -336,6 +474,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// A room's MLS group, if it was created.
     fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// The [`RoomState`] of each of `rooms` (`None` for one that does not exist), with
+    /// up to `nonces` recent nonces each: what starting their actors needs, read in
+    /// one go (the SQLite store reads them in one transaction).
+    ///
+    /// # Errors
+    /// If the store cannot be read.
+    fn room_states(
+        &self,
+        rooms: &[RoomId],
+        nonces: usize,
+    ) -> Result<Vec<Option<RoomState>>, StoreError> {
+        rooms
+            .iter()
+            .map(|&id| room_state(&ViaStore(self), id, nonces))
+            .collect()
+    }
 
     /// Stores a user's identity bundle, replacing the previous one.
     fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError>;

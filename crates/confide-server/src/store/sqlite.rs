@@ -8,8 +8,8 @@
 //! the writer checkpoints itself only if the log grows very large.
 
 use super::{
-    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomRecord,
-    Store, StoreError, StoredAck, StoredKind, UserRecord, Write,
+    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomReads,
+    RoomRecord, RoomState, Store, StoreError, StoredAck, StoredKind, UserRecord, Write, room_state,
 };
 use confide_proto::{
     ClaimedKeyPackage, DeviceId, EntryKind, IdentityBundle, LogEntry, MessageNonce, PendingWelcome,
@@ -344,13 +344,7 @@ impl Store for SqliteStore {
     }
 
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        let conn = lock(&self.reader);
-        conn.prepare_cached("SELECT id, name, password_hash FROM users WHERE id = ?1")
-            .and_then(|mut statement| statement.query_row(params![id_i64(id.0)], row_user))
-            .optional()
-            .map_err(db)?
-            .map(to_user)
-            .transpose()
+        Reader(&lock(&self.reader)).user_by_id(id)
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -452,16 +446,7 @@ impl Store for SqliteStore {
     }
 
     fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"))
-            .map_err(db)?;
-        statement
-            .query_row(params![id_i64(id.0)], row_room)
-            .optional()
-            .map_err(db)?
-            .map(to_room)
-            .transpose()
+        Reader(&lock(&self.reader)).room(id)
     }
 
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
@@ -490,31 +475,7 @@ impl Store for SqliteStore {
     }
 
     fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT m.user_id, u.name, m.joined_seq FROM members m
-                 JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id",
-            )
-            .map_err(db)?;
-        let rows = statement
-            .query_map(params![id_i64(room.0)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(db)?;
-        rows.map(|row| {
-            let (user, name, joined) = row.map_err(db)?;
-            Ok(MemberRecord {
-                user: UserId(id_u64(user)),
-                name: parse_user_name(name)?,
-                joined_seq: Seq(id_u64(joined)),
-            })
-        })
-        .collect()
+        Reader(&lock(&self.reader)).members(room)
     }
 
     fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
@@ -537,11 +498,7 @@ impl Store for SqliteStore {
     }
 
     fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        self.ids(
-            "SELECT user_id FROM invites WHERE room_id = ?1 ORDER BY user_id",
-            room.0,
-        )
-        .map(|ids| ids.into_iter().map(UserId).collect())
+        Reader(&lock(&self.reader)).invites(room)
     }
 
     fn invites_of(&self, user: UserId) -> Result<Vec<RoomId>, StoreError> {
@@ -553,11 +510,7 @@ impl Store for SqliteStore {
     }
 
     fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        self.ids(
-            "SELECT user_id FROM bans WHERE room_id = ?1 ORDER BY user_id",
-            room.0,
-        )
-        .map(|ids| ids.into_iter().map(UserId).collect())
+        Reader(&lock(&self.reader)).bans(room)
     }
 
     fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
@@ -603,23 +556,7 @@ impl Store for SqliteStore {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM log
-                     WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            ))
-            .map_err(db)?;
-        let before = before.map_or(i64::MAX, |seq| id_i64(seq.0));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(params![id_i64(room.0), before, limit], row_entry)
-            .map_err(db)?;
-        let mut entries = rows
-            .map(|row| row.map_err(db).and_then(to_entry))
-            .collect::<Result<Vec<_>, _>>()?;
-        entries.reverse();
-        Ok(entries)
+        Reader(&lock(&self.reader)).entries_before(room, before, limit)
     }
 
     fn last_seq(&self, room: RoomId) -> Result<Seq, StoreError> {
@@ -663,39 +600,33 @@ impl Store for SqliteStore {
     }
 
     fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT sender, nonce, seq, ts_ms FROM nonces WHERE room_id = ?1
-                 ORDER BY seq DESC LIMIT ?2",
-            )
-            .map_err(db)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(params![id_i64(room.0), limit], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(db)?;
-        rows.map(|row| {
-            let (sender, nonce, seq, ts) = row.map_err(db)?;
-            let nonce: [u8; 16] = nonce
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("nonce is not 16 bytes".to_owned()))?;
-            Ok((
-                (UserId(id_u64(sender)), MessageNonce(nonce)),
-                (Seq(id_u64(seq)), Timestamp(ts)),
-            ))
-        })
-        .collect()
+        Reader(&lock(&self.reader)).recent_nonces(room, limit)
     }
 
     fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
-        e2e::group(&lock(&self.reader), room)
+        Reader(&lock(&self.reader)).group(room)
+    }
+
+    fn room_states(
+        &self,
+        rooms: &[RoomId],
+        nonces: usize,
+    ) -> Result<Vec<Option<RoomState>>, StoreError> {
+        let conn = lock(&self.reader);
+        // One read transaction for all: one snapshot, and one read lock of the log
+        // instead of one per statement.
+        conn.execute_batch("BEGIN").map_err(db)?;
+        let reader = Reader(&conn);
+        let states = rooms
+            .iter()
+            .map(|&id| room_state(&reader, id, nonces))
+            .collect();
+        // Ending a transaction that wrote nothing cannot lose anything.
+        if let Err(err) = conn.execute_batch("COMMIT") {
+            tracing::warn!(cause = %err, "ending a read transaction failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        states
     }
 
     fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError> {
@@ -863,11 +794,150 @@ fn insert_append(tx: &rusqlite::Transaction<'_>, append: &Append) -> Result<(), 
 
 impl SqliteStore {
     fn ids(&self, sql: &str, key: u64) -> Result<Vec<u64>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut statement = conn.prepare_cached(sql).map_err(db)?;
-        let rows = statement
-            .query_map(params![id_i64(key)], |row| row.get::<_, i64>(0))
-            .map_err(db)?;
-        rows.map(|row| row.map(id_u64).map_err(db)).collect()
+        ids_on(&lock(&self.reader), sql, key)
     }
+}
+
+/// Reads on a connection its caller holds (see [`RoomReads`]).
+struct Reader<'a>(&'a Connection);
+
+impl RoomReads for Reader<'_> {
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        let conn = self.0;
+        let mut statement = conn
+            .prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"))
+            .map_err(db)?;
+        statement
+            .query_row(params![id_i64(id.0)], row_room)
+            .optional()
+            .map_err(db)?
+            .map(to_room)
+            .transpose()
+    }
+
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let conn = self.0;
+        conn.prepare_cached("SELECT id, name, password_hash FROM users WHERE id = ?1")
+            .and_then(|mut statement| statement.query_row(params![id_i64(id.0)], row_user))
+            .optional()
+            .map_err(db)?
+            .map(to_user)
+            .transpose()
+    }
+
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let conn = self.0;
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM log
+                     WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))
+            .map_err(db)?;
+        let before = before.map_or(i64::MAX, |seq| id_i64(seq.0));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![id_i64(room.0), before, limit], row_entry)
+            .map_err(db)?;
+        let mut entries = rows
+            .map(|row| row.map_err(db).and_then(to_entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
+        let conn = self.0;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT m.user_id, u.name, m.joined_seq FROM members m
+                 JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![id_i64(room.0)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (user, name, joined) = row.map_err(db)?;
+            Ok(MemberRecord {
+                user: UserId(id_u64(user)),
+                name: parse_user_name(name)?,
+                joined_seq: Seq(id_u64(joined)),
+            })
+        })
+        .collect()
+    }
+
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        ids_on(
+            self.0,
+            "SELECT user_id FROM invites WHERE room_id = ?1 ORDER BY user_id",
+            room.0,
+        )
+        .map(|ids| ids.into_iter().map(UserId).collect())
+    }
+
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        ids_on(
+            self.0,
+            "SELECT user_id FROM bans WHERE room_id = ?1 ORDER BY user_id",
+            room.0,
+        )
+        .map(|ids| ids.into_iter().map(UserId).collect())
+    }
+
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        let conn = self.0;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT sender, nonce, seq, ts_ms FROM nonces WHERE room_id = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(db)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![id_i64(room.0), limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (sender, nonce, seq, ts) = row.map_err(db)?;
+            let nonce: [u8; 16] = nonce
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("nonce is not 16 bytes".to_owned()))?;
+            Ok((
+                (UserId(id_u64(sender)), MessageNonce(nonce)),
+                (Seq(id_u64(seq)), Timestamp(ts)),
+            ))
+        })
+        .collect()
+    }
+
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        e2e::group(self.0, room)
+    }
+}
+
+/// The ids a query for one key returns, on `conn`.
+fn ids_on(conn: &Connection, sql: &str, key: u64) -> Result<Vec<u64>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(db)?;
+    let rows = statement
+        .query_map(params![id_i64(key)], |row| row.get::<_, i64>(0))
+        .map_err(db)?;
+    rows.map(|row| row.map(id_u64).map_err(db)).collect()
 }

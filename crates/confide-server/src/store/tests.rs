@@ -413,6 +413,75 @@ fn membership_effects_apply_with_the_entry(store: &dyn Store) {
     assert!(store.members(room).unwrap().is_empty());
 }
 
+fn room_states_hold_everything_a_room_starts_from(store: &dyn Store) {
+    let alice = user(store, "alice");
+    let bob = user(store, "bob");
+    let carol = user(store, "carol");
+    let new = |name: &str, owner| NewRoom {
+        name: Some(room_name(name)),
+        kind: StoredKind::Private,
+        owner,
+        direct: None,
+        encryption: RoomEncryption::Mls,
+    };
+    let room = store
+        .create_room(&new("secret", Some(alice.id)), Timestamp(1))
+        .unwrap();
+    let empty = store
+        .create_room(&new("empty", None), Timestamp(1))
+        .unwrap();
+    store
+        .append(&[
+            member(
+                room.id,
+                1,
+                &alice,
+                &alice,
+                MemberChange::Created,
+                Effect::AddMember(alice.id),
+            ),
+            member(
+                room.id,
+                2,
+                &alice,
+                &bob,
+                MemberChange::Invited,
+                Effect::Invite(bob.id),
+            ),
+            message(room.id, 3, &alice, "hello"),
+            member(
+                room.id,
+                4,
+                &alice,
+                &carol,
+                MemberChange::Banned,
+                Effect::Ban(carol.id),
+            ),
+        ])
+        .unwrap();
+    let states = store
+        .room_states(&[room.id, RoomId(empty.id.0 + 100), empty.id], 10)
+        .unwrap();
+    let expected = RoomState {
+        record: room.clone(),
+        owner_name: Some(alice.name.clone()),
+        last: Some((Seq(4), Timestamp(4))),
+        members: store.members(room.id).unwrap(),
+        invited: vec![bob.id],
+        banned: vec![carol.id],
+        nonces: store.recent_nonces(room.id, 10).unwrap(),
+        group: None,
+    };
+    assert_eq!(expected.members.len(), 1);
+    assert_eq!(expected.nonces.len(), 1);
+    assert_eq!(states.len(), 3);
+    assert_eq!(states[0].as_ref(), Some(&expected));
+    assert_eq!(states[1], None);
+    let empty_state = states[2].as_ref().unwrap();
+    assert_eq!((&empty_state.owner_name, empty_state.last), (&None, None));
+    assert!(empty_state.members.is_empty() && empty_state.nonces.is_empty());
+}
+
 macro_rules! suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -452,6 +521,12 @@ macro_rules! suite {
             fn membership_effects_apply_with_the_entry() {
                 let (_guard, store) = $make;
                 super::membership_effects_apply_with_the_entry(&store);
+            }
+
+            #[test]
+            fn room_states_hold_everything_a_room_starts_from() {
+                let (_guard, store) = $make;
+                super::room_states_hold_everything_a_room_starts_from(&store);
             }
 
             #[test]
