@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use confide_server::store::{SqliteStore, Store as _, StoredKind};
+use confide_server::store::{RoomReads as _, SqliteStore, Store as _, StoredKind};
 use confide_server::{Config, tls};
 use std::io::Write as _;
 use std::net::SocketAddr;

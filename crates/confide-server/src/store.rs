@@ -245,97 +245,46 @@ pub struct RoomState {
     pub group: Option<GroupRecord>,
 }
 
-/// The single reads a [`RoomState`] is made of, as [`Store`] has them: so that a store
-/// can run them on one connection inside one transaction.
+/// The reads of a room's state, a part of every [`Store`]: a [`RoomState`] is made of
+/// them, and a store may run them on one connection inside one transaction.
 pub trait RoomReads {
-    /// As [`Store::room`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+    /// A room by id.
     fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError>;
-    /// As [`Store::user_by_id`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// Finds an account by id.
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
-    /// As [`Store::entries_before`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// Up to `limit` entries below `before` (or the newest), returned oldest first.
     fn entries_before(
         &self,
         room: RoomId,
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
-    /// As [`Store::members`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// Members of a room.
     fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError>;
-    /// As [`Store::invites`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// Users invited to a room and not yet joined.
     fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
-    /// As [`Store::bans`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// Users banned from a room.
     fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
-    /// As [`Store::recent_nonces`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// The newest message nonces of a room (up to `limit`), newest first, so a restarted
+    /// server still recognises a resent message.
     fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError>;
-    /// As [`Store::group`].
-    ///
-    /// # Errors
-    /// If the store cannot be read.
+
+    /// A room's MLS group, if it was created.
     fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError>;
-}
-
-/// A [`Store`]'s own reads, one by one.
-struct ViaStore<'a, S: ?Sized>(&'a S);
-
-impl<S: Store + ?Sized> RoomReads for ViaStore<'_, S> {
-    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
-        self.0.room(id)
-    }
-    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.0.user_by_id(id)
-    }
-    fn entries_before(
-        &self,
-        room: RoomId,
-        before: Option<Seq>,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, StoreError> {
-        self.0.entries_before(room, before, limit)
-    }
-    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
-        self.0.members(room)
-    }
-    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        self.0.invites(room)
-    }
-    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        self.0.bans(room)
-    }
-    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
-        self.0.recent_nonces(room, limit)
-    }
-    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
-        self.0.group(room)
-    }
 }
 
 /// Reads one room's [`RoomState`].
 ///
 /// # Errors
 /// If the store cannot be read.
-pub fn room_state(
-    store: &dyn RoomReads,
+pub fn room_state<R: RoomReads + ?Sized>(
+    store: &R,
     id: RoomId,
     nonces: usize,
 ) -> Result<Option<RoomState>, StoreError> {
@@ -363,7 +312,7 @@ pub fn room_state(
 }
 
 /// The persistent state of a server.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: RoomReads + Send + Sync + 'static {
     /// Creates an account.
     ///
     /// # Errors
@@ -376,8 +325,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<UserRecord, StoreError>;
     /// Finds an account by name (ignoring case and normalization).
     fn user_by_name(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError>;
-    /// Finds an account by id.
-    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
     /// Every account, by id.
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 
@@ -400,8 +347,6 @@ pub trait Store: Send + Sync + 'static {
     fn create_room(&self, room: &NewRoom, now: Timestamp) -> Result<RoomRecord, StoreError>;
     /// Every room, by id.
     fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
-    /// A room by id.
-    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError>;
     /// Finds a room by name (ignoring case and normalization).
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
     /// The direct room of two users, in either order.
@@ -430,16 +375,10 @@ pub trait Store: Send + Sync + 'static {
             .collect()
     }
 
-    /// Members of a room.
-    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError>;
     /// Rooms a user is a member of, with the sequence number they joined at.
     fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError>;
-    /// Users invited to a room and not yet joined.
-    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
     /// Rooms a user is invited to.
     fn invites_of(&self, user: UserId) -> Result<Vec<RoomId>, StoreError>;
-    /// Users banned from a room.
-    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError>;
 
     /// Applies writes in order (appending entries to their rooms' logs with their
     /// effects, creating groups), all in one durable transaction: when this returns
@@ -452,13 +391,6 @@ pub trait Store: Send + Sync + 'static {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
-    /// Up to `limit` entries below `before` (or the newest), returned oldest first.
-    fn entries_before(
-        &self,
-        room: RoomId,
-        before: Option<Seq>,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, StoreError>;
     /// The newest sequence number of a room (0 if empty).
     fn last_seq(&self, room: RoomId) -> Result<Seq, StoreError>;
     /// Where the message a sender sent with this nonce was stored, if it was.
@@ -467,13 +399,6 @@ pub trait Store: Send + Sync + 'static {
         sender: UserId,
         nonce: &MessageNonce,
     ) -> Result<Option<StoredAck>, StoreError>;
-
-    /// The newest message nonces of a room (up to `limit`), newest first, so a restarted
-    /// server still recognises a resent message.
-    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError>;
-
-    /// A room's MLS group, if it was created.
-    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError>;
 
     /// The [`RoomState`] of each of `rooms` (`None` for one that does not exist), with
     /// up to `nonces` recent nonces each: what starting their actors needs, read in
@@ -488,7 +413,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Option<RoomState>>, StoreError> {
         rooms
             .iter()
-            .map(|&id| room_state(&ViaStore(self), id, nonces))
+            .map(|&id| room_state(self, id, nonces))
             .collect()
     }
 

@@ -2,8 +2,8 @@
 //! minus durability.
 
 use super::{
-    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomRecord,
-    Store, StoreError, StoredAck, StoredKind, UserRecord, Write,
+    Append, Effect, GroupRecord, KeyPackageStock, MemberRecord, NewRoom, RecentNonce, RoomReads,
+    RoomRecord, Store, StoreError, StoredAck, StoredKind, UserRecord, Write,
 };
 use confide_proto::{
     ClaimedKeyPackage, DeviceId, IdentityBundle, LogEntry, MessageNonce, PendingWelcome, RoomId,
@@ -81,6 +81,90 @@ fn ordered(a: UserId, b: UserId) -> (UserId, UserId) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
+impl RoomReads for MemoryStore {
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self.state().rooms.get(&id).cloned())
+    }
+
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.state().users.get(&id).cloned())
+    }
+
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let before = before.unwrap_or(Seq(u64::MAX));
+        let mut entries: Vec<LogEntry> = self
+            .state()
+            .log
+            .range((room, Seq(0))..(room, before))
+            .rev()
+            .take(limit)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        entries.reverse();
+        Ok(entries)
+    }
+
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
+        let state = self.state();
+        state
+            .members
+            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
+            .map(|(&(_, user), &joined_seq)| {
+                let name = state
+                    .users
+                    .get(&user)
+                    .map(|record| record.name.clone())
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {user} has no account")))?;
+                Ok(MemberRecord {
+                    user,
+                    name,
+                    joined_seq,
+                })
+            })
+            .collect()
+    }
+
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .state()
+            .invites
+            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
+            .map(|&(_, user)| user)
+            .collect())
+    }
+
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .state()
+            .bans
+            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
+            .map(|&(_, user)| user)
+            .collect())
+    }
+
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        let mut found: Vec<_> = self
+            .state()
+            .nonces
+            .iter()
+            .filter(|(_, ack)| ack.room == room)
+            .map(|(key, ack)| (*key, (ack.seq, ack.timestamp)))
+            .collect();
+        found.sort_by_key(|(_, (seq, _))| std::cmp::Reverse(*seq));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        Ok(self.state().groups.get(&room).cloned())
+    }
+}
+
 impl Store for MemoryStore {
     fn create_user(
         &self,
@@ -111,10 +195,6 @@ impl Store for MemoryStore {
             .get(&name.canonical())
             .and_then(|id| state.users.get(id))
             .cloned())
-    }
-
-    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.state().users.get(&id).cloned())
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -181,10 +261,6 @@ impl Store for MemoryStore {
         Ok(self.state().rooms.values().cloned().collect())
     }
 
-    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
-        Ok(self.state().rooms.get(&id).cloned())
-    }
-
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let state = self.state();
         Ok(state
@@ -203,26 +279,6 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
-        let state = self.state();
-        state
-            .members
-            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
-            .map(|(&(_, user), &joined_seq)| {
-                let name = state
-                    .users
-                    .get(&user)
-                    .map(|record| record.name.clone())
-                    .ok_or_else(|| StoreError::Corrupt(format!("member {user} has no account")))?;
-                Ok(MemberRecord {
-                    user,
-                    name,
-                    joined_seq,
-                })
-            })
-            .collect()
-    }
-
     fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
         Ok(self
             .state()
@@ -233,15 +289,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        Ok(self
-            .state()
-            .invites
-            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
-            .map(|&(_, user)| user)
-            .collect())
-    }
-
     fn invites_of(&self, user: UserId) -> Result<Vec<RoomId>, StoreError> {
         Ok(self
             .state()
@@ -249,15 +296,6 @@ impl Store for MemoryStore {
             .iter()
             .filter(|(_, invited)| *invited == user)
             .map(|&(room, _)| room)
-            .collect())
-    }
-
-    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        Ok(self
-            .state()
-            .bans
-            .range((room, UserId(0))..=(room, UserId(u64::MAX)))
-            .map(|&(_, user)| user)
             .collect())
     }
 
@@ -315,25 +353,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn entries_before(
-        &self,
-        room: RoomId,
-        before: Option<Seq>,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, StoreError> {
-        let before = before.unwrap_or(Seq(u64::MAX));
-        let mut entries: Vec<LogEntry> = self
-            .state()
-            .log
-            .range((room, Seq(0))..(room, before))
-            .rev()
-            .take(limit)
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        entries.reverse();
-        Ok(entries)
-    }
-
     fn last_seq(&self, room: RoomId) -> Result<Seq, StoreError> {
         Ok(self
             .state()
@@ -349,23 +368,6 @@ impl Store for MemoryStore {
         nonce: &MessageNonce,
     ) -> Result<Option<StoredAck>, StoreError> {
         Ok(self.state().nonces.get(&(sender, *nonce)).copied())
-    }
-
-    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
-        let mut found: Vec<_> = self
-            .state()
-            .nonces
-            .iter()
-            .filter(|(_, ack)| ack.room == room)
-            .map(|(key, ack)| (*key, (ack.seq, ack.timestamp)))
-            .collect();
-        found.sort_by_key(|(_, (seq, _))| std::cmp::Reverse(*seq));
-        found.truncate(limit);
-        Ok(found)
-    }
-
-    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
-        Ok(self.state().groups.get(&room).cloned())
     }
 
     fn set_identity(&self, user: UserId, bundle: &IdentityBundle) -> Result<(), StoreError> {

@@ -313,6 +313,45 @@ fn apply_effect(
     }
 }
 
+impl RoomReads for SqliteStore {
+    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        Reader(&lock(&self.reader)).room(id)
+    }
+
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        Reader(&lock(&self.reader)).user_by_id(id)
+    }
+
+    fn entries_before(
+        &self,
+        room: RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        Reader(&lock(&self.reader)).entries_before(room, before, limit)
+    }
+
+    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
+        Reader(&lock(&self.reader)).members(room)
+    }
+
+    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        Reader(&lock(&self.reader)).invites(room)
+    }
+
+    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
+        Reader(&lock(&self.reader)).bans(room)
+    }
+
+    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
+        Reader(&lock(&self.reader)).recent_nonces(room, limit)
+    }
+
+    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
+        Reader(&lock(&self.reader)).group(room)
+    }
+}
+
 impl Store for SqliteStore {
     fn create_user(
         &self,
@@ -341,10 +380,6 @@ impl Store for SqliteStore {
             .map_err(db)?
             .map(to_user)
             .transpose()
-    }
-
-    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        Reader(&lock(&self.reader)).user_by_id(id)
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -445,10 +480,6 @@ impl Store for SqliteStore {
         rows.map(|row| row.map_err(db).and_then(to_room)).collect()
     }
 
-    fn room(&self, id: RoomId) -> Result<Option<RoomRecord>, StoreError> {
-        Reader(&lock(&self.reader)).room(id)
-    }
-
     fn room_by_name(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let conn = lock(&self.reader);
         conn.prepare_cached(&format!(
@@ -474,10 +505,6 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    fn members(&self, room: RoomId) -> Result<Vec<MemberRecord>, StoreError> {
-        Reader(&lock(&self.reader)).members(room)
-    }
-
     fn rooms_of(&self, user: UserId) -> Result<Vec<(RoomId, Seq)>, StoreError> {
         let conn = lock(&self.reader);
         let mut statement = conn
@@ -497,20 +524,12 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn invites(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        Reader(&lock(&self.reader)).invites(room)
-    }
-
     fn invites_of(&self, user: UserId) -> Result<Vec<RoomId>, StoreError> {
         self.ids(
             "SELECT room_id FROM invites WHERE user_id = ?1 ORDER BY room_id",
             user.0,
         )
         .map(|ids| ids.into_iter().map(RoomId).collect())
-    }
-
-    fn bans(&self, room: RoomId) -> Result<Vec<UserId>, StoreError> {
-        Reader(&lock(&self.reader)).bans(room)
     }
 
     fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
@@ -548,15 +567,6 @@ impl Store for SqliteStore {
             .query_map(params![id_i64(room.0), id_i64(after.0), limit], row_entry)
             .map_err(db)?;
         rows.map(|row| row.map_err(db).and_then(to_entry)).collect()
-    }
-
-    fn entries_before(
-        &self,
-        room: RoomId,
-        before: Option<Seq>,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, StoreError> {
-        Reader(&lock(&self.reader)).entries_before(room, before, limit)
     }
 
     fn last_seq(&self, room: RoomId) -> Result<Seq, StoreError> {
@@ -597,14 +607,6 @@ impl Store for SqliteStore {
                 timestamp: Timestamp(ts),
             })
         })
-    }
-
-    fn recent_nonces(&self, room: RoomId, limit: usize) -> Result<Vec<RecentNonce>, StoreError> {
-        Reader(&lock(&self.reader)).recent_nonces(room, limit)
-    }
-
-    fn group(&self, room: RoomId) -> Result<Option<GroupRecord>, StoreError> {
-        Reader(&lock(&self.reader)).group(room)
     }
 
     fn room_states(
