@@ -293,6 +293,13 @@ pub async fn run_effect(
         Effect::SaveFile { pointer, out } => {
             Outcome::Done(save_file(client, &pointer, out.as_deref(), outcomes).await)
         }
+        Effect::Edit { room, target, text } => Outcome::Done(
+            client
+                .edit(room, target, &text)
+                .await
+                .map(|_| "message edited".to_owned())
+                .map_err(|err| format!("not edited: {err}")),
+        ),
         Effect::Delete { room, target, file } => {
             Outcome::Done(delete(client, room, target, file.as_deref()).await)
         }

@@ -60,6 +60,9 @@ pub enum SlashCommand {
         /// Where to save it.
         path: Option<PathBuf>,
     },
+    /// `/edit TEXT`: replace the text of the user's newest text message in the current
+    /// conversation.
+    Edit(String),
     /// `/delete [N]`: delete the user's newest message in the current conversation, or
     /// file N of `/files` (theirs), for everyone; a file goes from the server too.
     Delete(Option<usize>),
@@ -105,6 +108,7 @@ pub const HELP: &[&str] = &[
     "/file PATH             send a file (encrypted end to end) to this conversation",
     "/files                 list the files in this conversation, newest first",
     "/save [N] [PATH]       save the newest file (or number N of /files) as PATH",
+    "/edit TEXT             replace the text of your last message here",
     "/delete [N]            delete your last message here (or your file N of /files)",
     "/help                  this help",
     "/quit                  leave the chat (or Ctrl+C)",
@@ -123,6 +127,7 @@ const USAGE_BAN: &str = "/ban USER";
 const USAGE_MSG: &str = "/msg USER TEXT";
 const USAGE_FILE: &str = "/file PATH";
 const USAGE_SAVE: &str = "/save [N] [PATH] (N counts from 1, the newest file)";
+const USAGE_EDIT: &str = "/edit TEXT";
 const USAGE_DELETE: &str = "/delete [N] (N as /files numbers your files)";
 
 /// Parses a submitted line.
@@ -186,6 +191,11 @@ pub fn parse_input(line: &str) -> Result<Input, CommandError> {
         },
         "files" => no_arguments(&words, SlashCommand::Files, "/files")?,
         "save" => save(args)?,
+        // The text as typed, inner spaces kept.
+        "edit" => match args {
+            "" => return Err(CommandError::Usage(USAGE_EDIT)),
+            text => SlashCommand::Edit(text.to_owned()),
+        },
         "delete" | "unsend" => match words[..] {
             [] => SlashCommand::Delete(None),
             [number] => match number.parse::<usize>() {
@@ -328,6 +338,11 @@ mod tests {
         );
         assert_eq!(command("/rooms"), SlashCommand::Rooms);
         assert_eq!(command("/delete"), SlashCommand::Delete(None));
+        assert_eq!(
+            command("/edit  see  you at 5 "),
+            SlashCommand::Edit("see  you at 5".to_owned())
+        );
+        assert_eq!(parse_input("/edit  "), Err(CommandError::Usage(USAGE_EDIT)));
         assert_eq!(command("/unsend 2"), SlashCommand::Delete(Some(2)));
         for bad in ["/delete 0", "/delete x", "/delete 1 2"] {
             assert_eq!(

@@ -124,6 +124,15 @@ pub enum Effect {
         /// Where, as typed.
         out: Option<PathBuf>,
     },
+    /// Replace the text of one of the user's messages; answered by [`Outcome::Done`].
+    Edit {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        target: MessageId,
+        /// The new text.
+        text: String,
+    },
     /// Delete one of the user's messages for everyone, then the file it carries from
     /// the server; answered by [`Outcome::Done`].
     Delete {
@@ -843,6 +852,13 @@ impl AppState {
                     }
                 }
             }
+            SlashCommand::Edit(text) => match self.current_room() {
+                Ok((room, _)) => match self.editable(room) {
+                    Ok(target) => vec![Effect::Edit { room, target, text }],
+                    Err(err) => self.fail(err),
+                },
+                Err(err) => self.fail(&err),
+            },
             SlashCommand::Delete(number) => match self.current_room() {
                 Ok((room, _)) => match self.deletable(room, number) {
                     Ok(effect) => vec![effect],
@@ -861,6 +877,30 @@ impl AppState {
                 self.quit = true;
                 Vec::new()
             }
+        }
+    }
+
+    /// The user's newest message in `room` that is not deleted, if it is text (files
+    /// and voice messages cannot be edited).
+    fn editable(&self, room: RoomId) -> Result<MessageId, &'static str> {
+        let newest = self
+            .timeline
+            .lines(room)
+            .rev()
+            .filter(|line| line.sender.canonical() == self.me.canonical())
+            .find_map(|line| match &line.kind {
+                LineKind::Message {
+                    id,
+                    deleted: false,
+                    media,
+                    ..
+                } => Some((*id, media.is_some())),
+                _ => None,
+            });
+        match newest {
+            Some((id, false)) => Ok(id),
+            Some((_, true)) => Err("your last message here is a file: it cannot be edited"),
+            None => Err("none of your messages here can be edited"),
         }
     }
 

@@ -940,3 +940,39 @@ fn delete_takes_the_users_newest_message_or_one_of_their_files() {
         }]
     );
 }
+
+#[test]
+fn edit_replaces_the_text_of_the_users_newest_message() {
+    let mut state = with_files();
+    assert!(type_line(&mut state, "/edit hi").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "none of your messages here can be edited"
+    );
+    state.on_client_event(with_id(message(4, 4, TS, "alice", "see you at 4"), 1));
+    assert_eq!(
+        type_line(&mut state, "/edit see you at 5"),
+        [Effect::Edit {
+            room: RoomId(4),
+            target: MessageId::from_bytes([1; 16]),
+            text: "see you at 5".to_owned(),
+        }]
+    );
+    // Files and voice messages have no text to edit.
+    state.on_client_event(with_id(
+        payload_message(
+            4,
+            5,
+            TS,
+            "alice",
+            confide_crypto::payload::Payload::File(file_pointer("a.txt", 10)),
+            confide_client::Protection::Mls,
+        ),
+        2,
+    ));
+    assert!(type_line(&mut state, "/edit x").is_empty());
+    assert_eq!(
+        error_text(&state),
+        "your last message here is a file: it cannot be edited"
+    );
+}
