@@ -120,6 +120,9 @@ const MAX_DIRECT_BATCH: usize = 1024;
 /// the other gives up part way (its connection closed).
 const OPEN_ATTEMPTS: usize = 4;
 
+/// Rooms [`Rooms::open_many`] reads from the store in one go at most (about 25 µs each).
+const ROOMS_PER_READ: usize = 256;
+
 /// Where the answer to a wait for a room's start goes.
 type OpenAnswer = tokio::sync::oneshot::Sender<Result<Option<RoomHandle>, ProtoError>>;
 
@@ -395,19 +398,24 @@ impl Rooms {
                 }
             }
         }
-        if !starting.is_empty() {
-            let wanted: Vec<RoomId> = starting.iter().map(|start| start.id).collect();
+        // In chunks, so that a user in thousands of rooms does not hold the store's one
+        // reading connection for long.
+        while !starting.is_empty() {
+            let rest = starting.split_off(starting.len().min(ROOMS_PER_READ));
+            let mut chunk = std::mem::replace(&mut starting, rest);
+            let wanted: Vec<RoomId> = chunk.iter().map(|start| start.id).collect();
             let read = blocking(&self.context.store, move |store| room::read(store, &wanted)).await;
             let stored: Vec<Option<room::Stored>> = match read {
                 Ok(stored) => stored,
                 Err(err) => {
-                    for start in &mut starting {
+                    for start in &mut chunk {
                         start.finish(&Err(err.clone()));
                     }
+                    // The starts not begun are dropped: their waiters try themselves.
                     return Err(err);
                 }
             };
-            for (mut start, stored) in starting.into_iter().zip(stored) {
+            for (mut start, stored) in chunk.into_iter().zip(stored) {
                 let answer = Ok(stored.map(|stored| self.spawn_stored(stored)));
                 start.finish(&answer);
                 if let Ok(Some(handle)) = answer {
