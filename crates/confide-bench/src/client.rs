@@ -115,6 +115,8 @@ pub fn tls_config(fingerprint: [u8; 32]) -> Result<Arc<rustls::ClientConfig>> {
         }))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
+    // After the handshake the bench protects records itself (`tls`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

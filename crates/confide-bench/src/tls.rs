@@ -1,29 +1,43 @@
-//! A simulated user's TLS connection, driven through rustls' unbuffered API.
+//! A simulated user's TLS connection: rustls does the handshake, the bench protects the
+//! records after it.
 //!
-//! The buffered API (tokio-rustls) costs the bench about 2 µs of CPU per received
-//! message on top of plain TCP: rustls' own read buffer, a copy of every record's
-//! plaintext into its received-data queue and out again, and the lock of
-//! `tokio::io::split`. The bench shares the machine with the server it measures, so that
-//! time shows up in the latencies. Here the connection owns its ciphertext buffer, reads
-//! the socket once per wake-up in pieces a full record fits in, and decrypts every whole
-//! record straight into the caller's buffer.
+//! The bench shares the machine with the server it measures, so its own CPU time shows
+//! up in the latencies. tokio-rustls cost it about 2 µs per received message on top of
+//! plain TCP (rustls' read buffer, a copy of every record's plaintext into its
+//! received-data queue and out again, the lock of `tokio::io::split`); rustls'
+//! unbuffered API still ran its state machine, its deframer and a lock shared by both
+//! halves for every record. So once rustls' unbuffered client has finished the
+//! handshake, the connection goes on with the traffic secrets rustls hands over
+//! ([`UnbufferedClientConnection::dangerous_into_kernel_connection`], the interface
+//! meant for kernel TLS): each half owns one direction's record protection (rustls' own
+//! AEAD, built from the secret, with its sequence number) and needs no lock. The reader
+//! reads the socket once per wake-up in pieces a full record fits in and opens every
+//! whole record in place, appending its plaintext to the caller's buffer.
 //!
-//! A connection splits into a [`TlsReader`] and a [`TlsWriter`] around one rustls state.
-//! Records the reader has to send (the alert after a bad record) are left for the
-//! writer, which sends them before its next data or at shutdown; rustls itself puts the
-//! answer to a key update the server asked for in front of the next data the writer
-//! encrypts. This module knows nothing of Confide's frames and never logs what it
-//! carries.
+//! What TLS 1.3 sends after the handshake is handled as rustls would: session tickets
+//! go to rustls (resumption is off, so they are only checked), a key update from the
+//! server replaces the reading keys and, if the server asks, the writer sends its own
+//! key update before its next record; close_notify ends the stream. A record that fails
+//! leaves an alert for the writer, which sends it before anything else (and then nothing
+//! more) or at shutdown. This module knows nothing of Confide's frames and never logs
+//! what it carries.
 
 use bytes::BytesMut;
-use rustls::ClientConfig;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::crypto::cipher::{
+    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+    Tls13AeadAlgorithm,
+};
+use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
-use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, UnbufferedStatus};
+use rustls::{
+    AlertDescription, ClientConfig, ConnectionTrafficSecrets, ContentType, HandshakeType,
+    ProtocolVersion, SupportedCipherSuite,
 };
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -38,20 +52,30 @@ const READ_SIZE: usize = 16 * 1024 + 512;
 /// handshake message (64 KiB), which may span records, plus a record header.
 const MAX_KEPT: usize = 64 * 1024 + 512;
 
-/// Steps of rustls' state machine in one go, a guard against a bug rather than a limit:
-/// each step consumes a record (at least 5 bytes) or produces output, and the buffer
-/// holds at most `MAX_KEPT + READ_SIZE` bytes.
+/// Steps of rustls' state machine in one go during the handshake, a guard against a bug
+/// rather than a limit: each step consumes a record (at least 5 bytes) or produces
+/// output, and the buffer holds at most `MAX_KEPT + READ_SIZE` bytes.
 const MAX_STEPS: usize = 1 << 16;
 
 /// Socket reads that bring no application data in one poll of [`TlsReader::read`]:
 /// more than the bytes of the largest record, so only a server sending nothing but
-/// handshake messages reaches it.
+/// empty records or tickets reaches it.
 const MAX_READS: usize = 1 << 16;
+
+/// A record's header: content type, legacy version and length.
+const HEADER: usize = 5;
 
 /// Payload bytes of one TLS record, and what a record adds to them in TLS 1.3 (header,
 /// content type and AEAD tag).
 const RECORD_PAYLOAD: usize = 16 * 1024;
-const RECORD_OVERHEAD: usize = 5 + 1 + 16;
+const RECORD_OVERHEAD: usize = HEADER + 1 + 16;
+
+/// The longest protected record body TLS 1.3 allows (RFC 8446, 5.2).
+const MAX_CIPHERTEXT: usize = RECORD_PAYLOAD + 256;
+
+/// The longest post-handshake message the reader collects (a session ticket is a few
+/// hundred bytes).
+const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
 
 /// Plaintext taken by one `poll_write`: four full records.
 const MAX_SEAL: usize = 4 * RECORD_PAYLOAD;
@@ -63,7 +87,9 @@ type Status<'c, 'i> = UnbufferedStatus<'c, 'i, ClientConnectionData>;
 
 /// Opens TLS on `tcp` to `name` with `config` and splits the connection.
 ///
-/// Application data the server sent with its handshake is kept for the reader.
+/// `config` must allow secret extraction (`enable_secret_extraction`), as
+/// [`crate::client::tls_config`] does. Application data the server sent with its
+/// handshake is kept for the reader.
 ///
 /// # Errors
 /// `InvalidData` wrapping the [`rustls::Error`] if the server's TLS is wrong (the alert
@@ -120,28 +146,7 @@ pub async fn connect(
                 if !out.is_empty() {
                     tcp.write_all(&out).await?;
                 }
-                let (read, write) = tcp.into_split();
-                let shared = Arc::new(Mutex::new(State {
-                    conn,
-                    input,
-                    pending: Vec::new(),
-                    failed: false,
-                    peer_closed: false,
-                }));
-                let reader = TlsReader {
-                    tcp: read,
-                    shared: Arc::clone(&shared),
-                    early,
-                    eof: false,
-                };
-                let writer = TlsWriter {
-                    tcp: write,
-                    shared,
-                    out: Vec::new(),
-                    sent: 0,
-                    close_queued: false,
-                };
-                return Ok((reader, writer));
+                return split(conn, tcp, input, early);
             }
             Next::Fail(err) => {
                 // rustls queued the alert that tells the server why; send it if we can.
@@ -156,6 +161,59 @@ pub async fn connect(
     Err(io::Error::other("the TLS handshake did not finish"))
 }
 
+/// Takes the traffic secrets from rustls once the handshake is done and splits the
+/// connection into its two halves. `input` holds what was read after the handshake.
+fn split(
+    conn: UnbufferedClientConnection,
+    tcp: TcpStream,
+    input: Input,
+    early: BytesMut,
+) -> io::Result<(TlsReader, TlsWriter)> {
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_error)?;
+    let SupportedCipherSuite::Tls13(suite) = kernel.negotiated_cipher_suite() else {
+        return Err(tls_error(rustls::Error::General(
+            "the server did not negotiate TLS 1.3".to_owned(),
+        )));
+    };
+    let aead = suite.aead_alg;
+    let (rx_seq, rx_secrets) = secrets.rx;
+    let (tx_seq, tx_secrets) = secrets.tx;
+    let rx = Opener::new(aead, rx_secrets, rx_seq)?;
+    let tx = Sealer::new(aead, tx_secrets, tx_seq)?;
+    let shared = Arc::new(Shared {
+        attention: AtomicBool::new(false),
+        control: Mutex::new(Control {
+            kernel,
+            aead,
+            update_tx: false,
+            alert: None,
+            failed: false,
+        }),
+    });
+    let (read, write) = tcp.into_split();
+    let reader = TlsReader {
+        tcp: read,
+        input,
+        rx,
+        shared: Arc::clone(&shared),
+        handshake: Vec::new(),
+        early,
+        eof: false,
+        peer_closed: false,
+        failed: false,
+    };
+    let writer = TlsWriter {
+        tcp: write,
+        tx,
+        shared,
+        out: Vec::new(),
+        sent: 0,
+        close_queued: false,
+        failed: false,
+    };
+    Ok((reader, writer))
+}
+
 /// What the handshake does after a step of rustls.
 enum Next {
     Again,
@@ -164,52 +222,143 @@ enum Next {
     Fail(rustls::Error),
 }
 
-/// What reading does after a step of rustls.
-enum Step {
-    Again,
-    Stop,
-    Fail(rustls::Error),
+/// The key and IV of a traffic secret, whatever its AEAD.
+fn key_and_iv(
+    secrets: ConnectionTrafficSecrets,
+) -> io::Result<(rustls::crypto::cipher::AeadKey, rustls::crypto::cipher::Iv)> {
+    match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
+        _ => Err(tls_error(rustls::Error::General(
+            "the negotiated AEAD cannot be used outside rustls".to_owned(),
+        ))),
+    }
+}
+
+/// The reading direction's protection: rustls' AEAD for the server's current traffic
+/// secret and the sequence number of the next record.
+struct Opener {
+    aead: Box<dyn MessageDecrypter>,
+    seq: u64,
+}
+
+impl Opener {
+    fn new(
+        aead: &'static dyn Tls13AeadAlgorithm,
+        secrets: ConnectionTrafficSecrets,
+        seq: u64,
+    ) -> io::Result<Opener> {
+        let (key, iv) = key_and_iv(secrets)?;
+        Ok(Opener {
+            aead: aead.decrypter(key, iv),
+            seq,
+        })
+    }
+}
+
+/// The sending direction's protection.
+struct Sealer {
+    aead: Box<dyn MessageEncrypter>,
+    seq: u64,
+}
+
+impl Sealer {
+    fn new(
+        aead: &'static dyn Tls13AeadAlgorithm,
+        secrets: ConnectionTrafficSecrets,
+        seq: u64,
+    ) -> io::Result<Sealer> {
+        let (key, iv) = key_and_iv(secrets)?;
+        Ok(Sealer {
+            aead: aead.encrypter(key, iv),
+            seq,
+        })
+    }
+
+    /// Appends `payload` as one protected record of inner type `typ` to `out`.
+    fn seal(&mut self, typ: ContentType, payload: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let seq = self.seq;
+        self.seq = seq
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("the TLS sending sequence number is exhausted"))?;
+        let plain = OutboundPlainMessage {
+            typ,
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(payload),
+        };
+        let record = self.aead.encrypt(plain, seq).map_err(tls_error)?.encode();
+        if out.is_empty() {
+            *out = record;
+        } else {
+            out.extend_from_slice(&record);
+        }
+        Ok(())
+    }
+}
+
+/// What the two halves tell each other, rarely: the reader took a key update or failed.
+struct Shared {
+    /// Set when `control` holds something for the writer; it looks before each record.
+    attention: AtomicBool,
+    control: Mutex<Control>,
+}
+
+struct Control {
+    /// rustls' side of the connection after the handshake: the key schedule for updates
+    /// and the checks of session tickets.
+    kernel: KernelConnection<ClientConnectionData>,
+    aead: &'static dyn Tls13AeadAlgorithm,
+    /// The server asked for a key update: the writer sends one before its next record.
+    update_tx: bool,
+    /// The alert the reader's failure calls for, not yet sent.
+    alert: Option<AlertDescription>,
+    /// The connection failed: the writer sends the alert and nothing else.
+    failed: bool,
+}
+
+/// Locks the control block. A panic while holding it leaves at worst a key update half
+/// done; the connection is useless then, but its other half must still end cleanly.
+fn lock(control: &Mutex<Control>) -> MutexGuard<'_, Control> {
+    control
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The receiving half: reads ciphertext and hands out plaintext.
 pub struct TlsReader {
     tcp: OwnedReadHalf,
-    shared: Arc<Mutex<State>>,
+    /// Ciphertext read and not yet opened.
+    input: Input,
+    rx: Opener,
+    shared: Arc<Shared>,
+    /// The start of a post-handshake message that spans records.
+    handshake: Vec<u8>,
     /// Plaintext that came with the handshake.
     early: BytesMut,
     /// The socket reached its end.
     eof: bool,
+    /// The server sent close_notify.
+    peer_closed: bool,
+    /// A record failed; every later read fails too.
+    failed: bool,
 }
 
 /// The sending half: encrypts application data and writes it.
 pub struct TlsWriter {
     tcp: OwnedWriteHalf,
-    shared: Arc<Mutex<State>>,
+    tx: Sealer,
+    shared: Arc<Shared>,
     /// Ciphertext to write, of which `sent` bytes are written.
     out: Vec<u8>,
     sent: usize,
     /// close_notify is in `out` (or the connection could not send it).
     close_queued: bool,
-}
-
-/// rustls' state for one connection, shared by its reader and writer (which run as
-/// different tasks) behind a `std::sync::Mutex`: it is never held across an await, and
-/// each section is one step of rustls or one non-blocking read.
-struct State {
-    conn: UnbufferedClientConnection,
-    /// Ciphertext read and not yet consumed. It lives here, not in the reader, because
-    /// rustls must be handed the ciphertext it keeps (a handshake message spanning
-    /// records) on every call, the writer's included.
-    input: Input,
-    /// Records produced while reading (alerts), not yet written.
-    pending: Vec<u8>,
-    /// rustls failed; only the alert it queued may still be sent.
+    /// The connection failed: nothing more is sealed.
     failed: bool,
-    /// The server sent close_notify.
-    peer_closed: bool,
 }
 
-/// A ciphertext buffer: bytes `start..end` wait for rustls.
+/// A ciphertext buffer: bytes `start..end` wait to be used.
 #[derive(Default)]
 struct Input {
     buf: Vec<u8>,
@@ -222,8 +371,8 @@ impl Input {
         &mut self.buf[self.start..self.end]
     }
 
-    /// Drops `discard` bytes rustls is done with. They are only counted here; the rest
-    /// moves to the front once, before the next read, rather than after every record.
+    /// Drops `discard` bytes that were used. They are only counted here; the rest moves
+    /// to the front once, before the next read, rather than after every record.
     fn discard(&mut self, discard: usize) {
         self.start = (self.start + discard).min(self.end);
     }
@@ -251,14 +400,6 @@ impl Input {
     }
 }
 
-/// Locks the shared state. A panic while holding the lock leaves rustls mid-step; the
-/// connection is useless then, but its other half must still be able to end cleanly.
-fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl TlsReader {
     /// Waits for application data and appends it to `dst`. Returns the number of bytes
     /// appended; 0 means the server closed the connection with close_notify.
@@ -282,17 +423,12 @@ impl TlsReader {
         cx: &mut Context<'_>,
         dst: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        // Reading the socket and handing the ciphertext to rustls is one section under
-        // the lock (the read never blocks): the writer must not find whole records rustls
-        // has not processed in the shared buffer.
-        let mut guard = lock(&self.shared);
-        let state = &mut *guard;
         for _ in 0..MAX_READS {
-            let got = state.decrypt(dst)?;
+            let got = self.open_records(dst)?;
             if got > 0 {
                 return Poll::Ready(Ok(got));
             }
-            if state.peer_closed {
+            if self.peer_closed {
                 return Poll::Ready(Ok(0));
             }
             if self.eof {
@@ -301,7 +437,7 @@ impl TlsReader {
                     "the server closed the connection without close_notify",
                 )));
             }
-            let mut spare = ReadBuf::new(state.input.spare()?);
+            let mut spare = ReadBuf::new(self.input.spare()?);
             // A read that does not fill its space tells tokio the socket is drained, so
             // a wake-up costs one system call.
             ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut spare))?;
@@ -309,123 +445,177 @@ impl TlsReader {
             if read == 0 {
                 self.eof = true;
             } else {
-                state.input.end += read;
+                self.input.end += read;
             }
         }
         Poll::Ready(Err(io::Error::other(
             "the server sent no application data in many reads",
         )))
     }
-}
 
-impl State {
-    /// Decrypts every whole record in the input, appending application data to `dst`;
-    /// returns how many bytes it appended.
-    fn decrypt(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
+    /// Opens every whole record in the input, appending application data to `dst`;
+    /// returns how many bytes it appended. Stops at close_notify.
+    fn open_records(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
         if self.failed {
             return Err(failed());
         }
         let mut got = 0;
-        for _ in 0..MAX_STEPS {
-            let Status {
-                discard,
-                state: step,
-            } = self.conn.process_tls_records(self.input.filled());
-            let next = match step {
-                Ok(ConnectionState::ReadTraffic(mut read)) => {
-                    let mut next = Step::Again;
-                    while let Some(record) = read.next_record() {
-                        match record {
-                            Ok(record) => {
-                                got += record.payload.len();
-                                dst.extend_from_slice(record.payload);
-                            }
-                            Err(err) => {
-                                next = Step::Fail(err);
-                                break;
-                            }
-                        }
-                    }
-                    next
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, &mut self.pending)?;
-                    Step::Again
-                }
-                // The writer sends them, before anything it encrypts from now on.
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    Step::Again
-                }
-                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
-                    self.peer_closed = true;
-                    Step::Stop
-                }
-                // No whole record left.
-                Ok(ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake) => {
-                    Step::Stop
-                }
-                Ok(_) => Step::Fail(rustls::Error::General(
-                    "unexpected TLS state while reading".to_owned(),
-                )),
-                Err(err) => Step::Fail(err),
+        while !self.peer_closed {
+            let filled = self.input.filled();
+            let Some(&[outer, _, _, high, low]) = filled.get(..HEADER) else {
+                break;
             };
-            self.input.discard(discard);
-            match next {
-                Step::Again => {}
-                Step::Stop => return Ok(got),
-                Step::Fail(err) => {
-                    self.failed = true;
-                    drain_alerts(&mut self.conn, &mut self.pending);
-                    return Err(tls_error(err));
+            let len = usize::from(u16::from_be_bytes([high, low]));
+            if outer != u8::from(ContentType::ApplicationData) {
+                return Err(self.fail(
+                    AlertDescription::UnexpectedMessage,
+                    "the server sent an unprotected record after the handshake",
+                ));
+            }
+            if len > MAX_CIPHERTEXT {
+                return Err(self.fail(
+                    AlertDescription::RecordOverflow,
+                    "the server sent a record longer than TLS allows",
+                ));
+            }
+            let Some(body) = filled.get_mut(HEADER..HEADER + len) else {
+                break;
+            };
+            let record = InboundOpaqueMessage::new(
+                ContentType::ApplicationData,
+                ProtocolVersion::TLSv1_2,
+                body,
+            );
+            let Ok(plain) = self.rx.aead.decrypt(record, self.rx.seq) else {
+                return Err(self.fail(
+                    AlertDescription::BadRecordMac,
+                    "a record from the server failed authentication",
+                ));
+            };
+            let (inner, payload) = (plain.typ, plain.payload);
+            if payload.len() > RECORD_PAYLOAD {
+                return Err(self.fail(
+                    AlertDescription::RecordOverflow,
+                    "the server sent a record longer than TLS allows",
+                ));
+            }
+            match inner {
+                ContentType::ApplicationData => {
+                    got += payload.len();
+                    dst.extend_from_slice(payload);
+                }
+                ContentType::Handshake => {
+                    if self.handshake.len() + payload.len() > MAX_HANDSHAKE_MESSAGE + 4 {
+                        return Err(self.fail(
+                            AlertDescription::DecodeError,
+                            "a TLS message from the server is too large",
+                        ));
+                    }
+                    self.handshake.extend_from_slice(payload);
+                }
+                ContentType::Alert => {
+                    if payload == [1, 0] || payload == [2, 0] {
+                        self.peer_closed = true;
+                    } else {
+                        let described = payload
+                            .get(1)
+                            .map(|code| format!("{:?}", AlertDescription::from(*code)));
+                        self.failed = true;
+                        self.stop_writer();
+                        return Err(tls_error(rustls::Error::General(format!(
+                            "the server sent the TLS alert {}",
+                            described.as_deref().unwrap_or("(malformed)")
+                        ))));
+                    }
+                }
+                _ => {
+                    return Err(self.fail(
+                        AlertDescription::UnexpectedMessage,
+                        "the server sent an unexpected TLS record",
+                    ));
                 }
             }
+            self.rx.seq = self.rx.seq.wrapping_add(1);
+            self.input.discard(HEADER + len);
+            if inner == ContentType::Handshake {
+                self.post_handshake()?;
+            }
         }
-        Err(io::Error::other("the TLS records did not settle"))
+        Ok(got)
     }
 
-    /// Runs rustls until it can encrypt, then has `write` use it; collects records
-    /// rustls queued meanwhile into `out`.
-    fn with_write_traffic<T>(
-        &mut self,
-        out: &mut Vec<u8>,
-        mut write: impl FnMut(&mut WriteTraffic<'_, ClientConnectionData>, &mut Vec<u8>) -> T,
-    ) -> io::Result<T> {
-        if self.failed {
-            return Err(failed());
-        }
-        for _ in 0..MAX_STEPS {
-            let Status {
-                discard,
-                state: step,
-            } = self.conn.process_tls_records(self.input.filled());
-            let done = match step {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    Some(Ok(write(&mut traffic, out)))
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, out).err().map(Err)
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    None
-                }
-                // Seen by the reader first in practice; sending stays possible.
-                Ok(ConnectionState::PeerClosed) => None,
-                Ok(ConnectionState::Closed) => Some(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the TLS connection is closed",
-                ))),
-                Ok(_) => Some(Err(io::Error::other("the TLS connection cannot send now"))),
-                Err(err) => Some(Err(tls_error(err))),
-            };
-            // Always nothing: the reader leaves no whole record unprocessed.
-            self.input.discard(discard);
-            if let Some(done) = done {
-                return done;
+    /// Handles the whole messages collected in `handshake`: session tickets and key
+    /// updates, the only handshake messages TLS 1.3 sends a client after the handshake.
+    fn post_handshake(&mut self) -> io::Result<()> {
+        while let Some(&[kind, a, b, c]) = self.handshake.get(..4) {
+            let len = u32::from_be_bytes([0, a, b, c]) as usize;
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(self.fail(
+                    AlertDescription::DecodeError,
+                    "a TLS message from the server is too large",
+                ));
             }
+            if self.handshake.len() < 4 + len {
+                return Ok(());
+            }
+            let shared = Arc::clone(&self.shared);
+            let mut control = lock(&shared.control);
+            match HandshakeType::from(kind) {
+                HandshakeType::NewSessionTicket => {
+                    let ticket = self.handshake.get(4..4 + len).unwrap_or_default();
+                    if let Err(err) = control.kernel.handle_new_session_ticket(ticket) {
+                        drop(control);
+                        return Err(self.fail(AlertDescription::DecodeError, &err.to_string()));
+                    }
+                }
+                HandshakeType::KeyUpdate => {
+                    // A key update ends its record: what follows is under the new keys.
+                    let request = match self.handshake.get(4..) {
+                        Some([request @ (0 | 1)]) => *request,
+                        _ => {
+                            drop(control);
+                            return Err(self.fail(
+                                AlertDescription::DecodeError,
+                                "a malformed TLS key update from the server",
+                            ));
+                        }
+                    };
+                    let (seq, secrets) = control.kernel.update_rx_secret().map_err(tls_error)?;
+                    self.rx = Opener::new(control.aead, secrets, seq)?;
+                    if request == 1 {
+                        control.update_tx = true;
+                        shared.attention.store(true, Ordering::Release);
+                    }
+                }
+                _ => {
+                    drop(control);
+                    return Err(self.fail(
+                        AlertDescription::UnexpectedMessage,
+                        "the server sent an unexpected TLS handshake message",
+                    ));
+                }
+            }
+            drop(control);
+            self.handshake.drain(..4 + len);
         }
-        Err(io::Error::other("the TLS connection did not settle"))
+        Ok(())
+    }
+
+    /// Marks the connection failed, leaves `alert` for the writer to send, and returns
+    /// the error that says why.
+    fn fail(&mut self, alert: AlertDescription, why: &str) -> io::Error {
+        self.failed = true;
+        let mut control = lock(&self.shared.control);
+        control.alert.get_or_insert(alert);
+        control.failed = true;
+        self.shared.attention.store(true, Ordering::Release);
+        tls_error(rustls::Error::General(why.to_owned()))
+    }
+
+    /// The server ended the connection with an alert: the writer sends nothing more.
+    fn stop_writer(&self) {
+        lock(&self.shared.control).failed = true;
+        self.shared.attention.store(true, Ordering::Release);
     }
 }
 
@@ -448,25 +638,62 @@ impl TlsWriter {
         Poll::Ready(Ok(()))
     }
 
-    /// Appends the reader's records and then `plain`, encrypted, to `out` (empty).
-    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
-        let mut state = lock(&self.shared);
-        self.out.append(&mut state.pending);
-        state.with_write_traffic(&mut self.out, |traffic, out| {
-            encrypt_into(traffic, plain, out)
-        })?
+    /// Does what the reader left for the writer: an alert (after which nothing more is
+    /// sent) or the key update the server asked for.
+    fn attend(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(failed());
+        }
+        if !self.shared.attention.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut control = lock(&shared.control);
+        shared.attention.store(false, Ordering::Relaxed);
+        if let Some(alert) = control.alert.take() {
+            self.tx
+                .seal(ContentType::Alert, &[2, u8::from(alert)], &mut self.out)?;
+        }
+        if control.failed {
+            self.failed = true;
+            return Err(failed());
+        }
+        if std::mem::take(&mut control.update_tx) {
+            // KeyUpdate, update_not_requested, under the old keys; then the new ones.
+            self.tx.seal(
+                ContentType::Handshake,
+                &[u8::from(HandshakeType::KeyUpdate), 0, 0, 1, 0],
+                &mut self.out,
+            )?;
+            let (seq, secrets) = control.kernel.update_tx_secret().map_err(tls_error)?;
+            self.tx = Sealer::new(control.aead, secrets, seq)?;
+        }
+        Ok(())
     }
 
-    /// Appends the reader's records and close_notify to `out` (empty).
+    /// Appends `plain` as protected records to `out` (empty), after what the reader
+    /// left for the writer.
+    fn seal(&mut self, plain: &[u8]) -> io::Result<()> {
+        self.attend()?;
+        self.out
+            .reserve(plain.len() + plain.len().div_ceil(RECORD_PAYLOAD) * RECORD_OVERHEAD);
+        for piece in plain.chunks(RECORD_PAYLOAD) {
+            self.tx
+                .seal(ContentType::ApplicationData, piece, &mut self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the reader's alert, or close_notify, to `out` (empty).
     fn queue_close_notify(&mut self) {
-        let mut state = lock(&self.shared);
-        self.out.append(&mut state.pending);
         // Without a way to send, closing the socket is all there is left to do.
-        let _ = state.with_write_traffic(&mut self.out, |traffic, out| {
-            append_sized(out, 64, |buf| {
-                traffic.queue_close_notify(buf).map_err(encrypt_error)
-            })
-        });
+        if self.attend().is_ok() {
+            let _ = self.tx.seal(
+                ContentType::Alert,
+                &[1, u8::from(AlertDescription::CloseNotify)],
+                &mut self.out,
+            );
+        }
     }
 }
 
@@ -515,8 +742,6 @@ impl AsyncWrite for TlsWriter {
 enum Unfit {
     /// It must be at least this large.
     TooSmall(usize),
-    /// Not for lack of room.
-    Failed(io::Error),
 }
 
 /// Appends what `write` puts into a buffer, in a first `guess` of its size or the size
@@ -536,10 +761,6 @@ fn append_sized(
                 return Ok(());
             }
             Err(Unfit::TooSmall(required)) => room = required,
-            Err(Unfit::Failed(err)) => {
-                out.truncate(start);
-                return Err(err);
-            }
         }
     }
     out.truncate(start);
@@ -556,26 +777,6 @@ fn encode_into(
         Err(EncodeError::InsufficientSize(size)) => Err(Unfit::TooSmall(size.required_size)),
         Err(EncodeError::AlreadyEncoded) => Ok(0),
     })
-}
-
-/// Appends `plain` as encrypted records to `out`, after any records rustls had queued.
-fn encrypt_into(
-    traffic: &mut WriteTraffic<'_, ClientConnectionData>,
-    plain: &[u8],
-    out: &mut Vec<u8>,
-) -> io::Result<()> {
-    // Enough for the data; rustls asks for more when it has records queued.
-    let records = plain.len().div_ceil(RECORD_PAYLOAD).max(1);
-    append_sized(out, plain.len() + records * RECORD_OVERHEAD, |buf| {
-        traffic.encrypt(plain, buf).map_err(encrypt_error)
-    })
-}
-
-fn encrypt_error(err: EncryptError) -> Unfit {
-    match err {
-        EncryptError::InsufficientSize(size) => Unfit::TooSmall(size.required_size),
-        other => Unfit::Failed(io::Error::other(other)),
-    }
 }
 
 /// Collects the records rustls queued on failing (the alert that says why) into `out`.
