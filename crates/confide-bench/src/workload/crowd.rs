@@ -21,14 +21,17 @@ use confide_proto::{
     Seq, ServerFrame, SessionToken, Target, encode_frame,
 };
 use std::collections::HashMap;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::Ctx;
 use super::plan::{Groups, Pairs, Plan};
@@ -265,13 +268,7 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Reader {
     async fn run(mut self, mut stream: LinkReader, mut buf: BytesMut) -> ReaderOutcome {
         let decoder = FrameDecoder::new(MAX_FRAME_LEN);
-        // One wait for the stop, registered once for the reader's life and looked at
-        // only when the socket has nothing: creating and dropping it around every read
-        // took two locks and a waiter list's insert and removal per message.
-        let stop = self.stop.clone();
-        let stopped = stop.cancelled();
-        tokio::pin!(stopped);
-        let mut reads = 0u32;
+        let mut stop = StopWatch::new(self.stop.clone());
         let ended = loop {
             let now = now_ns();
             let handled = match self.kind {
@@ -290,10 +287,8 @@ impl Reader {
                 TargetKind::Relay => 1,
             };
             buf.reserve(wanted.max(READ_CHUNK));
-            // The stop is seen when the socket has nothing, and every so often in a
-            // stream that never pauses.
-            reads = reads.wrapping_add(1);
-            if reads.is_multiple_of(64) && self.stop.is_cancelled() {
+            // Seen even in a stream that never pauses.
+            if stop.fired() {
                 break None;
             }
             tokio::select! {
@@ -303,7 +298,7 @@ impl Reader {
                     Ok(_) => {}
                     Err(err) => break Some(format!("read failed: {err}")),
                 },
-                () = &mut stopped => break None,
+                () = std::future::poll_fn(|cx| stop.poll(cx)) => break None,
             }
         };
         if ended.is_some() {
@@ -415,6 +410,89 @@ impl Reader {
             self.progress.last_ns.store(now, Ordering::Relaxed);
         }
         outcome
+    }
+}
+
+/// A reader's wait for its stop, cheap to look at on every pass.
+///
+/// Polling a [`CancellationToken`]'s wait locks the token and its list of waiters, and a
+/// reader looks each time its socket runs dry: once per message at chat rates. Here
+/// the wait is polled with a waker of its own, which notes that it fired before it
+/// wakes the reader's task; until then, looking costs one atomic load.
+struct StopWatch {
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The note and the task it wakes, once the wait has been polled.
+    waker: Option<Arc<StopWaker>>,
+    /// The wait has ended.
+    stopped: bool,
+}
+
+struct StopWaker {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for StopWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl StopWatch {
+    fn new(token: CancellationToken) -> StopWatch {
+        StopWatch {
+            wait: Box::pin(token.cancelled_owned()),
+            waker: None,
+            stopped: false,
+        }
+    }
+
+    /// Whether the stop came (and the wait was not just woken for nothing).
+    fn fired(&mut self) -> bool {
+        if self.stopped {
+            return true;
+        }
+        match &self.waker {
+            Some(waker) if waker.fired.load(Ordering::Acquire) => {
+                let task = waker.task.clone();
+                self.poll_with(task).is_ready()
+            }
+            _ => false,
+        }
+    }
+
+    /// Ready once stopped; otherwise the task of `cx` is woken when that happens.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stopped {
+            return Poll::Ready(());
+        }
+        match &self.waker {
+            Some(waker)
+                if !waker.fired.load(Ordering::Acquire) && waker.task.will_wake(cx.waker()) =>
+            {
+                Poll::Pending
+            }
+            _ => self.poll_with(cx.waker().clone()),
+        }
+    }
+
+    fn poll_with(&mut self, task: Waker) -> Poll<()> {
+        let waker = Arc::new(StopWaker {
+            fired: AtomicBool::new(false),
+            task,
+        });
+        let poll = self
+            .wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&Waker::from(Arc::clone(&waker))));
+        self.waker = Some(waker);
+        self.stopped = poll.is_ready();
+        poll
     }
 }
 
@@ -688,4 +766,49 @@ pub async fn stop_readers(members: &mut [Member]) -> Result<Vec<ReaderOutcome>> 
         outcomes.push(task.await.context("a reader task failed")?);
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_watch_sees_the_stop_whether_its_reader_waits_or_is_busy() {
+        // Waiting: the first poll registers, the cancellation wakes the task.
+        let token = CancellationToken::new();
+        let mut watch = StopWatch::new(token.clone());
+        assert!(!watch.fired());
+        let canceller = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                token.cancel();
+            })
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| watch.poll(cx)),
+        )
+        .await
+        .expect("the stop woke the task");
+        canceller.await.unwrap();
+        assert!(watch.fired());
+
+        // Busy: polled once, then never again; the note alone shows the stop.
+        let token = CancellationToken::new();
+        let mut watch = StopWatch::new(token.clone());
+        let pending = std::future::poll_fn(|cx| Poll::Ready(watch.poll(cx).is_pending())).await;
+        assert!(pending);
+        assert!(!watch.fired());
+        token.cancel();
+        assert!(watch.fired());
+
+        // A parent's cancellation reaches a child's watch too.
+        let parent = CancellationToken::new();
+        let mut watch = StopWatch::new(parent.child_token());
+        let pending = std::future::poll_fn(|cx| Poll::Ready(watch.poll(cx).is_pending())).await;
+        assert!(pending);
+        parent.cancel();
+        assert!(watch.fired());
+    }
 }
