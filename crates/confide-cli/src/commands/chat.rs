@@ -303,6 +303,31 @@ pub async fn run_effect(
         Effect::Delete { room, target, file } => {
             Outcome::Done(delete(client, room, target, file.as_deref()).await)
         }
+        Effect::Reply { room, to, text } => Outcome::Done(
+            client
+                .reply(room, to, &text)
+                .await
+                .map(|_| "reply sent".to_owned())
+                .map_err(|err| format!("reply not sent: {err}")),
+        ),
+        Effect::React {
+            room,
+            target,
+            emoji,
+            add,
+        } => Outcome::Done(
+            client
+                .react(room, target, &emoji, add)
+                .await
+                .map(|_| {
+                    if add {
+                        "reaction added".to_owned()
+                    } else {
+                        "reaction taken back".to_owned()
+                    }
+                })
+                .map_err(|err| format!("no reaction: {err}")),
+        ),
         Effect::ClearScreen => return None,
     };
     Some(outcome)

@@ -4,6 +4,7 @@
 //! unit-tested. A line starting with `//` is a message starting with `/`. This module
 //! must not act on a command; [`super::state`] does.
 
+use confide_crypto::payload::MAX_EMOJI_BYTES;
 use confide_proto::{NameError, RoomName, UserName};
 use std::path::PathBuf;
 
@@ -66,6 +67,12 @@ pub enum SlashCommand {
     /// `/delete [N]`: delete the user's newest message in the current conversation, or
     /// file N of `/files` (theirs), for everyone; a file goes from the server too.
     Delete(Option<usize>),
+    /// `/reply TEXT`: reply to the newest message of someone else in the current
+    /// conversation.
+    Reply(String),
+    /// `/react EMOJI`: add a reaction to the newest message of someone else in the
+    /// current conversation, or take back the same reaction of this user's.
+    React(String),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -110,6 +117,8 @@ pub const HELP: &[&str] = &[
     "/save [N] [PATH]       save the newest file (or number N of /files) as PATH",
     "/edit TEXT             replace the text of your last message here",
     "/delete [N]            delete your last message here (or your file N of /files)",
+    "/reply TEXT            reply to the last message someone else sent here",
+    "/react EMOJI           react to the last message someone else sent here (again: undo)",
     "/help                  this help",
     "/quit                  leave the chat (or Ctrl+C)",
     "",
@@ -129,6 +138,8 @@ const USAGE_FILE: &str = "/file PATH";
 const USAGE_SAVE: &str = "/save [N] [PATH] (N counts from 1, the newest file)";
 const USAGE_EDIT: &str = "/edit TEXT";
 const USAGE_DELETE: &str = "/delete [N] (N as /files numbers your files)";
+const USAGE_REPLY: &str = "/reply TEXT";
+const USAGE_REACT: &str = "/react EMOJI (one emoji or short word, no spaces)";
 
 /// Parses a submitted line.
 ///
@@ -203,6 +214,14 @@ pub fn parse_input(line: &str) -> Result<Input, CommandError> {
                 _ => return Err(CommandError::Usage(USAGE_DELETE)),
             },
             _ => return Err(CommandError::Usage(USAGE_DELETE)),
+        },
+        "reply" | "re" => match args {
+            "" => return Err(CommandError::Usage(USAGE_REPLY)),
+            text => SlashCommand::Reply(text.to_owned()),
+        },
+        "react" => match words[..] {
+            [emoji] if emoji.len() <= MAX_EMOJI_BYTES => SlashCommand::React(emoji.to_owned()),
+            _ => return Err(CommandError::Usage(USAGE_REACT)),
         },
         "help" => SlashCommand::Help,
         "quit" | "exit" => SlashCommand::Quit,
@@ -344,6 +363,22 @@ mod tests {
         );
         assert_eq!(parse_input("/edit  "), Err(CommandError::Usage(USAGE_EDIT)));
         assert_eq!(command("/unsend 2"), SlashCommand::Delete(Some(2)));
+        assert_eq!(
+            command("/reply  sure,  at noon"),
+            SlashCommand::Reply("sure,  at noon".to_owned())
+        );
+        assert_eq!(command("/re ok"), SlashCommand::Reply("ok".to_owned()));
+        assert_eq!(parse_input("/reply"), Err(CommandError::Usage(USAGE_REPLY)));
+        assert_eq!(command("/react 👍"), SlashCommand::React("👍".to_owned()));
+        assert_eq!(command("/react  +1 "), SlashCommand::React("+1".to_owned()));
+        let too_long = format!("/react {}", "x".repeat(MAX_EMOJI_BYTES + 1));
+        for bad in ["/react", "/react 👍 🎉", too_long.as_str()] {
+            assert_eq!(
+                parse_input(bad),
+                Err(CommandError::Usage(USAGE_REACT)),
+                "{bad}"
+            );
+        }
         for bad in ["/delete 0", "/delete x", "/delete 1 2"] {
             assert_eq!(
                 parse_input(bad),

@@ -17,7 +17,7 @@ use super::input::{Action, InputLine};
 use super::view;
 use crate::output::{human, place_of};
 use chrono::NaiveDateTime;
-use confide_client::model::{LineKind, Media, TimelineLine};
+use confide_client::model::{LineKind, Media, Reaction, TimelineLine};
 use confide_client::model::{Presence, RoomList, RoomSummary, Timeline, Typing};
 use confide_client::{ClientEvent, ConnectionState, HistoryPage, SentAck};
 use confide_client::{human_size, safe_file_name};
@@ -36,6 +36,10 @@ pub type LocalTime = fn(Timestamp) -> NaiveDateTime;
 
 /// Entries asked for per history request, and the fewest a room should show on entry.
 pub const HISTORY_PAGE: u32 = 100;
+
+/// Why `/reply` or `/react` has nothing to answer.
+const NOTHING_TO_ANSWER: &str =
+    "nothing to answer here yet: nobody else has written (older messages load with PageUp)";
 
 /// A request for the chat command to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +146,26 @@ pub enum Effect {
         target: MessageId,
         /// Its file, if it carries one (boxed: it is large).
         file: Option<Box<FilePointer>>,
+    },
+    /// Reply to a message; answered by [`Outcome::Done`].
+    Reply {
+        /// The room.
+        room: RoomId,
+        /// The message replied to.
+        to: MessageId,
+        /// The reply.
+        text: String,
+    },
+    /// Add a reaction to a message, or take one back; answered by [`Outcome::Done`].
+    React {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        target: MessageId,
+        /// The emoji.
+        emoji: String,
+        /// Add it (or take back this user's).
+        add: bool,
     },
     /// Clear and redraw the whole terminal.
     ClearScreen,
@@ -866,6 +890,34 @@ impl AppState {
                 },
                 Err(err) => self.fail(&err),
             },
+            SlashCommand::Reply(text) => match self.current_room() {
+                Ok((room, _)) => match self.answerable(room) {
+                    Some((to, _)) => vec![Effect::Reply { room, to, text }],
+                    None => self.fail(NOTHING_TO_ANSWER),
+                },
+                Err(err) => self.fail(&err),
+            },
+            SlashCommand::React(emoji) => match self.current_room() {
+                Ok((room, _)) => match self.answerable(room) {
+                    Some((target, reactions)) => {
+                        let mine = reactions.iter().any(|reaction| {
+                            reaction.emoji == emoji
+                                && reaction
+                                    .users
+                                    .iter()
+                                    .any(|user| user.canonical() == self.me.canonical())
+                        });
+                        vec![Effect::React {
+                            room,
+                            target,
+                            emoji,
+                            add: !mine,
+                        }]
+                    }
+                    None => self.fail(NOTHING_TO_ANSWER),
+                },
+                Err(err) => self.fail(&err),
+            },
             SlashCommand::Help => {
                 self.overlay = Some(Overlay {
                     title: "help".to_owned(),
@@ -878,6 +930,24 @@ impl AppState {
                 Vec::new()
             }
         }
+    }
+
+    /// The newest message in `room` from someone else that is not deleted, and its
+    /// reactions: what `/reply` and `/react` answer.
+    fn answerable(&self, room: RoomId) -> Option<(MessageId, &[Reaction])> {
+        self.timeline
+            .lines(room)
+            .rev()
+            .filter(|line| line.sender.canonical() != self.me.canonical())
+            .find_map(|line| match &line.kind {
+                LineKind::Message {
+                    id,
+                    deleted: false,
+                    reactions,
+                    ..
+                } => Some((*id, reactions.as_slice())),
+                _ => None,
+            })
     }
 
     /// The user's newest message in `room` that is not deleted, if it is text (files

@@ -14,6 +14,7 @@ use crate::output::{human, place_of};
 use chrono::{NaiveDate, NaiveDateTime};
 use confide_client::ConnectionState;
 use confide_client::model::{LineKind, Row, TimelineLine};
+use confide_crypto::payload::MessageId;
 use confide_proto::{RoomEncryption, RoomId, UserName};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -351,7 +352,7 @@ fn items(state: &AppState, room: RoomId) -> Vec<Item<'_>> {
 pub fn total_rows(state: &AppState, room: RoomId, width: u16) -> usize {
     items(state, room)
         .iter()
-        .map(|item| render(state, item, width).len())
+        .map(|item| render(state, room, item, width).len())
         .sum()
 }
 
@@ -367,7 +368,7 @@ pub fn newest_line_rows(state: &AppState, room: RoomId, width: u16) -> usize {
     let new_day = lines
         .next()
         .is_none_or(|previous| day(previous) != day(newest));
-    render(state, &Item::Line(newest), width).len() + usize::from(new_day)
+    render(state, room, &Item::Line(newest), width).len() + usize::from(new_day)
 }
 
 /// The rows to show: the newest `height` rows, `state.scroll` rows up from the bottom
@@ -377,7 +378,7 @@ fn visible_lines(state: &AppState, room: RoomId, width: u16, height: u16) -> Vec
     let wanted = state.scroll.saturating_add(height);
     let mut from_bottom: Vec<Line<'static>> = Vec::new();
     for item in items(state, room).iter().rev() {
-        from_bottom.extend(render(state, item, width).into_iter().rev());
+        from_bottom.extend(render(state, room, item, width).into_iter().rev());
         if from_bottom.len() >= wanted {
             break;
         }
@@ -388,8 +389,31 @@ fn visible_lines(state: &AppState, room: RoomId, width: u16, height: u16) -> Vec
     lines
 }
 
-/// One logical row as screen rows.
-fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
+/// Characters of the message a reply answers shown in front of the reply.
+const QUOTED_CHARS: usize = 40;
+
+/// What a reply answers, for the front of its line: `(re alice: the start of it…)`.
+fn replied(state: &AppState, room: RoomId, to: MessageId) -> String {
+    let Some(line) = state.timeline.find(room, to) else {
+        return "(re an earlier message)".to_owned();
+    };
+    let quoted = match &line.kind {
+        LineKind::Message { deleted: true, .. } => "(deleted)".to_owned(),
+        LineKind::Message { text, .. } => {
+            let mut quoted: String = text.chars().take(QUOTED_CHARS).collect();
+            if text.chars().nth(QUOTED_CHARS).is_some() {
+                quoted.truncate(quoted.trim_end().len());
+                quoted.push('…');
+            }
+            quoted
+        }
+        _ => "(a message not shown)".to_owned(),
+    };
+    format!("(re {}: {quoted})", line.sender)
+}
+
+/// One logical row of `room` as screen rows.
+fn render(state: &AppState, room: RoomId, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
     let width = usize::from(width);
     let dim = Style::new().fg(Color::DarkGray);
     match item {
@@ -407,6 +431,7 @@ fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
                     edited,
                     deleted,
                     reactions,
+                    reply_to,
                     ..
                 } => {
                     let mut shown = if *deleted {
@@ -416,6 +441,9 @@ fn render(state: &AppState, item: &Item<'_>, width: u16) -> Vec<Line<'static>> {
                     } else {
                         text.clone()
                     };
+                    if let Some(to) = reply_to.filter(|_| !*deleted) {
+                        shown = format!("{} {shown}", replied(state, room, to));
+                    }
                     for reaction in reactions {
                         shown.push_str(&format!(" [{} {}]", reaction.emoji, reaction.users.len()));
                     }

@@ -109,6 +109,27 @@ async fn next_file_message(events: &mut EventStream, room: RoomId) -> (MessageId
     }
 }
 
+/// The next message in `room` whose payload `wanted` picks.
+async fn next_payload(
+    events: &mut EventStream,
+    room: RoomId,
+    wanted: impl Fn(&Payload) -> bool,
+) -> Payload {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended");
+        if let ClientEvent::Entry { entry, .. } = event
+            && entry.room == room
+            && let Content::Message { envelope, .. } = &entry.content
+            && wanted(&envelope.body)
+        {
+            return envelope.body.clone();
+        }
+    }
+}
+
 /// A progress callback that records the first and the largest `done` it saw.
 fn recording() -> (Progress, Arc<AtomicU64>, Arc<AtomicU64>) {
     let first = Arc::new(AtomicU64::new(u64::MAX));
@@ -539,6 +560,58 @@ async fn the_chat_screen_sends_and_saves_files() {
         };
         assert!(err.contains(why), "{err}");
     }
+
+    // /reply and /react from bob's chat screen reach the room, naming the file message.
+    assert_eq!(
+        run_effect(
+            &pair.bob,
+            Effect::Reply {
+                room: pair.room,
+                to: id,
+                text: "got it, thanks".to_owned(),
+            },
+            &tx,
+        )
+        .await,
+        Some(Outcome::Done(Ok("reply sent".to_owned())))
+    );
+    assert_eq!(
+        run_effect(
+            &pair.bob,
+            Effect::React {
+                room: pair.room,
+                target: id,
+                emoji: "👍".to_owned(),
+                add: true,
+            },
+            &tx,
+        )
+        .await,
+        Some(Outcome::Done(Ok("reaction added".to_owned())))
+    );
+    let replied = next_payload(&mut pair.bob_events, pair.room, |body| {
+        matches!(body, Payload::Reply { .. })
+    })
+    .await;
+    assert_eq!(
+        replied,
+        Payload::Reply {
+            to: id,
+            text: "got it, thanks".to_owned()
+        }
+    );
+    let reacted = next_payload(&mut pair.bob_events, pair.room, |body| {
+        matches!(body, Payload::Reaction { .. })
+    })
+    .await;
+    assert_eq!(
+        reacted,
+        Payload::Reaction {
+            target: id,
+            emoji: "👍".to_owned(),
+            add: true
+        }
+    );
 
     // /delete: the message for everyone, then the file from the server.
     let delete = || Effect::Delete {

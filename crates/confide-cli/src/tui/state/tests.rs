@@ -976,3 +976,66 @@ fn edit_replaces_the_text_of_the_users_newest_message() {
         "your last message here is a file: it cannot be edited"
     );
 }
+
+#[test]
+fn reply_and_react_answer_the_newest_message_of_someone_else() {
+    let mut state = started();
+    state.on_action(Action::NextRoom);
+    assert_eq!(state.rooms.selected_id(), Some(RoomId(4)));
+    assert!(type_line(&mut state, "/reply hi").is_empty());
+    assert!(error_text(&state).starts_with("nothing to answer here yet"));
+    assert!(type_line(&mut state, "/react 👍").is_empty());
+    state.on_client_event(with_id(message(4, 1, TS, "bob", "lunch at noon?"), 7));
+    // The user's own messages are not answered.
+    state.on_client_event(with_id(message(4, 2, TS, "alice", "maybe"), 8));
+    let lunch = MessageId::from_bytes([7; 16]);
+    assert_eq!(
+        type_line(&mut state, "/reply sure, at 12"),
+        [Effect::Reply {
+            room: RoomId(4),
+            to: lunch,
+            text: "sure, at 12".to_owned(),
+        }]
+    );
+    let react = |emoji: &str, add| Effect::React {
+        room: RoomId(4),
+        target: lunch,
+        emoji: emoji.to_owned(),
+        add,
+    };
+    assert_eq!(type_line(&mut state, "/react 👍"), [react("👍", true)]);
+    // Once the user's reaction is in, the same command takes it back.
+    state.on_client_event(with_id(
+        payload_message(
+            4,
+            3,
+            TS,
+            "alice",
+            confide_crypto::payload::Payload::Reaction {
+                target: lunch,
+                emoji: "👍".to_owned(),
+                add: true,
+            },
+            confide_client::Protection::Mls,
+        ),
+        9,
+    ));
+    assert_eq!(type_line(&mut state, "/react 👍"), [react("👍", false)]);
+    assert_eq!(type_line(&mut state, "/react 🎉"), [react("🎉", true)]);
+    // A deleted message is not answered: the one before it is.
+    state.on_client_event(with_id(message(4, 4, TS, "carol", "wrong room"), 10));
+    state.on_client_event(with_id(
+        payload_message(
+            4,
+            5,
+            TS,
+            "carol",
+            confide_crypto::payload::Payload::Delete {
+                target: MessageId::from_bytes([10; 16]),
+            },
+            confide_client::Protection::Mls,
+        ),
+        11,
+    ));
+    assert_eq!(type_line(&mut state, "/react 👍"), [react("👍", false)]);
+}

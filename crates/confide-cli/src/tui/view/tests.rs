@@ -434,3 +434,41 @@ fn a_changed_identity_of_a_verified_user_stays_on_the_status_line() {
     let rows = screen(&state, 200, 20);
     assert!(rows[19].starts_with(" connected | alice"), "{}", rows[19]);
 }
+
+#[test]
+fn replies_show_what_they_answer() {
+    let mut state = opened(vec![lobby()]);
+    let with_id = |mut entry: confide_client::Entry, id: u8| {
+        if let confide_client::Content::Message { envelope, .. } = &mut entry.content {
+            envelope.id = confide_crypto::payload::MessageId::from_bytes([id; 16]);
+        }
+        live(entry)
+    };
+    let reply = |seq, to: u8, text: &str| {
+        payload_message(
+            1,
+            seq,
+            TS,
+            "alice",
+            confide_crypto::payload::Payload::Reply {
+                to: confide_crypto::payload::MessageId::from_bytes([to; 16]),
+                text: text.to_owned(),
+            },
+            confide_client::Protection::Mls,
+        )
+    };
+    let long = "lunch at noon at the usual place by the river?";
+    state.on_client_event(with_id(message(1, 1, TS, "bob", long), 7));
+    state.on_client_event(with_id(reply(2, 7, "sure"), 8));
+    // A reply to a message not loaded says so.
+    state.on_client_event(with_id(reply(3, 99, "as I said"), 9));
+    let text = screen(&state, 140, 12).join("\n");
+    assert!(
+        text.contains("alice: (re bob: lunch at noon at the usual place by the…) sure"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alice: (re an earlier message) as I said"),
+        "{text}"
+    );
+}
