@@ -2,6 +2,7 @@
 //! read, what the server never sees, and what a receiving client reports when a
 //! message is forged.
 
+use crate::support::next_entry;
 use confide_client::{
     Auth, Client, ClientConfig, ClientEvent, ClientHandle, Content, Entry, EventStream, KeyStore,
     Profile, Protection, RoomKey, Unreadable,
@@ -118,19 +119,11 @@ async fn next_message(events: &mut EventStream, room: RoomId) -> Entry {
 }
 
 async fn next_message_not_from(events: &mut EventStream, room: RoomId, me: Option<&str>) -> Entry {
-    loop {
-        let event = tokio::time::timeout(TIMEOUT, events.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("stream ended");
-        if let ClientEvent::Entry { entry, .. } = event
-            && entry.room == room
-            && entry.is_new_message()
-            && me.is_none_or(|me| entry.sender.as_str() != me)
-        {
-            return entry;
-        }
-    }
+    next_entry(events, room, |entry| {
+        (entry.is_new_message() && me.is_none_or(|me| entry.sender.as_str() != me))
+            .then(|| entry.clone())
+    })
+    .await
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -2,9 +2,10 @@
 //! store, downloads checked against the sender's hash, the limit, resuming after a cut
 //! connection or a stopped client, and what the server's disk holds.
 
+use crate::support::next_entry;
 use confide_client::{
-    ClientError, ClientEvent, ClientHandle, Content, EventStream, Progress, TransferError,
-    TransferProgress, no_progress,
+    ClientError, ClientHandle, Content, EventStream, Progress, TransferError, TransferProgress,
+    no_progress,
 };
 use confide_crypto::payload::{FilePointer, MessageId, Payload};
 use confide_proto::{ErrorCode, RoomId, Target, UserName};
@@ -91,22 +92,15 @@ async fn next_file(events: &mut EventStream, room: RoomId) -> FilePointer {
 
 /// The next file or voice message in `room` from someone else, with its message id.
 async fn next_file_message(events: &mut EventStream, room: RoomId) -> (MessageId, FilePointer) {
-    loop {
-        let event = tokio::time::timeout(TIMEOUT, events.next())
-            .await
-            .expect("timed out waiting for a file message")
-            .expect("stream ended");
-        if let ClientEvent::Entry { entry, .. } = event
-            && entry.room == room
-            && let Content::Message { envelope, .. } = &entry.content
-        {
-            match &envelope.body {
-                Payload::File(pointer) => return (envelope.id, pointer.clone()),
-                Payload::Voice(voice) => return (envelope.id, voice.file.clone()),
-                _ => {}
-            }
-        }
-    }
+    next_entry(events, room, |entry| match &entry.content {
+        Content::Message { envelope, .. } => match &envelope.body {
+            Payload::File(pointer) => Some((envelope.id, pointer.clone())),
+            Payload::Voice(voice) => Some((envelope.id, voice.file.clone())),
+            _ => None,
+        },
+        _ => None,
+    })
+    .await
 }
 
 /// The next message in `room` whose payload `wanted` picks.
@@ -115,19 +109,11 @@ async fn next_payload(
     room: RoomId,
     wanted: impl Fn(&Payload) -> bool,
 ) -> Payload {
-    loop {
-        let event = tokio::time::timeout(TIMEOUT, events.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("stream ended");
-        if let ClientEvent::Entry { entry, .. } = event
-            && entry.room == room
-            && let Content::Message { envelope, .. } = &entry.content
-            && wanted(&envelope.body)
-        {
-            return envelope.body.clone();
-        }
-    }
+    next_entry(events, room, |entry| match &entry.content {
+        Content::Message { envelope, .. } if wanted(&envelope.body) => Some(envelope.body.clone()),
+        _ => None,
+    })
+    .await
 }
 
 /// A progress callback that records the first and the largest `done` it saw.
