@@ -7,7 +7,7 @@ use confide_client::{
 use confide_crypto::payload::Payload;
 use confide_gui::ConfideApp;
 use confide_proto::{Password, RoomId, Target, UserName};
-use confide_testkit::{TIMEOUT, TestServer};
+use confide_testkit::{TIMEOUT, TestServer, next_entry};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
 use std::path::{Path, PathBuf};
@@ -357,26 +357,6 @@ fn a_private_conversation_with_the_emoji_picker_and_verification() {
     assert!(verified.verified);
     harness.state_mut().shut_down();
     runtime.block_on(bob.close());
-}
-
-/// The next message entry in `room` that `pick` accepts (bounded by the timeout).
-async fn next_entry<T>(
-    events: &mut EventStream,
-    room: RoomId,
-    mut pick: impl FnMut(&confide_client::Entry) -> Option<T>,
-) -> T {
-    loop {
-        let event = tokio::time::timeout(TIMEOUT, events.next())
-            .await
-            .expect("timed out waiting for an entry")
-            .expect("stream ended");
-        if let ClientEvent::Entry { entry, .. } = event
-            && entry.room == room
-            && let Some(found) = pick(&entry)
-        {
-            return found;
-        }
-    }
 }
 
 /// The next text message `from` someone in `room`, with its id.

@@ -232,6 +232,30 @@ pub async fn connect_user(
     Ok((client, events))
 }
 
+/// What `pick` takes from the next entry in `room` it accepts, as a client's events
+/// bring them (each wait bounded by [`TIMEOUT`]).
+///
+/// # Panics
+/// If no such entry comes in time, or the events end.
+pub async fn next_entry<T>(
+    events: &mut confide_client::EventStream,
+    room: confide_proto::RoomId,
+    mut pick: impl FnMut(&confide_client::Entry) -> Option<T>,
+) -> T {
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .expect("timed out waiting for an entry")
+            .expect("stream ended");
+        if let confide_client::ClientEvent::Entry { entry, .. } = event
+            && entry.room == room
+            && let Some(found) = pick(&entry)
+        {
+            return found;
+        }
+    }
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

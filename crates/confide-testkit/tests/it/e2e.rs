@@ -2,7 +2,6 @@
 //! read, what the server never sees, and what a receiving client reports when a
 //! message is forged.
 
-use crate::support::next_entry;
 use confide_client::{
     Auth, Client, ClientConfig, ClientEvent, ClientHandle, Content, Entry, EventStream, KeyStore,
     Profile, Protection, RoomKey, Unreadable,
@@ -10,6 +9,7 @@ use confide_client::{
 use confide_crypto::payload::{Envelope, MessageId, Payload};
 use confide_crypto::shared_key::SharedKey;
 use confide_proto::{Reply, Request, RoomId, Target, UserName};
+use confide_testkit::next_entry;
 use confide_testkit::process::ServerProcess;
 use confide_testkit::raw::{RawClient, random_nonce};
 use confide_testkit::{TIMEOUT, TestServer, connect_user, files_under};

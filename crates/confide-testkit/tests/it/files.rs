@@ -2,13 +2,13 @@
 //! store, downloads checked against the sender's hash, the limit, resuming after a cut
 //! connection or a stopped client, and what the server's disk holds.
 
-use crate::support::next_entry;
 use confide_client::{
     ClientError, ClientHandle, Content, EventStream, Progress, TransferError, TransferProgress,
     no_progress,
 };
 use confide_crypto::payload::{FilePointer, MessageId, Payload};
 use confide_proto::{ErrorCode, RoomId, Target, UserName};
+use confide_testkit::next_entry;
 use confide_testkit::{TIMEOUT, TestServer, connect_user, files_under};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! Helpers shared by the integration tests that drive raw protocol clients.
 
-use confide_client::{ClientEvent, Entry, EventStream};
 use confide_proto::{Membership, Reply, Request, RoomEncryption, RoomId};
-use confide_testkit::{RawClient, TIMEOUT, TestServer};
+use confide_testkit::{RawClient, TestServer};
 
 /// A new account `name`, registered and logged in on a new connection.
 pub async fn user(server: &TestServer, name: &str) -> RawClient {
@@ -34,26 +33,5 @@ pub async fn create_room(client: &mut RawClient, name: &str, private: bool) -> R
             info.id
         }
         other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// What `pick` takes from the next entry in `room` it accepts, as a client's events
-/// bring them (each wait bounded by the timeout).
-pub async fn next_entry<T>(
-    events: &mut EventStream,
-    room: RoomId,
-    mut pick: impl FnMut(&Entry) -> Option<T>,
-) -> T {
-    loop {
-        let event = tokio::time::timeout(TIMEOUT, events.next())
-            .await
-            .expect("timed out waiting for an entry")
-            .expect("stream ended");
-        if let ClientEvent::Entry { entry, .. } = event
-            && entry.room == room
-            && let Some(found) = pick(&entry)
-        {
-            return found;
-        }
     }
 }
