@@ -4,6 +4,7 @@
 //! reuses it afterwards; clients pin its SHA-256 fingerprint. A real certificate chain
 //! and key can be configured instead.
 
+mod record;
 pub mod stream;
 
 use anyhow::{Context as _, Result, bail};
@@ -67,12 +68,14 @@ pub fn load_or_create(
     };
     let fingerprint = fingerprint_of(leaf);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available")?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("the certificate and key do not match or are unsupported")?;
+    // After the handshake the connection protects records itself (see `stream`).
+    config.enable_secret_extraction = true;
     Ok(TlsIdentity {
         config: Arc::new(config),
         fingerprint,

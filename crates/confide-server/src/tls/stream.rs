@@ -1,19 +1,32 @@
-//! TLS on an accepted TCP connection, driven through rustls' unbuffered API.
+//! TLS on an accepted TCP connection: rustls' unbuffered API for the handshake, then
+//! the connection's own record protection with the traffic secrets rustls hands over.
 //!
 //! With the buffered API every connection keeps rustls' 4 KiB receive buffer for its
 //! whole life. Here the server owns the buffers: ciphertext is read only once the socket
-//! is readable, records are decrypted as soon as they are whole, and an idle connection
-//! holds no buffer at all. The connection splits into a [`TlsReader`] (the request loop)
-//! and a [`TlsWriter`] (the writer task) around one shared rustls state. Records the
-//! reader has to send (alerts) are left for the writer, which sends them before anything
-//! it encrypts after (the reader's owner says when to: `take_records_waiting`); rustls keeps a key update answering the peer's ahead of the data
-//! sealed under the new keys.
+//! is readable, records are opened as soon as they are whole, and an idle connection
+//! holds no buffer at all.
+//!
+//! Once rustls has finished the handshake, the connection takes the traffic secrets and
+//! rustls' key schedule (`dangerous_into_kernel_connection`, the interface meant for
+//! kernel TLS) and protects records itself ([`super::record`]). A fan-out seals one
+//! record per receiver, and rustls' state machine, its per-record buffer and the copy
+//! out of it were most of what the server spent on a delivery besides the system call.
+//! The connection splits into a [`TlsReader`] (the request loop), which owns the
+//! receiving key, and the sending side ([`TlsSink`], [`TlsWriter`]), which owns the
+//! sending key. What TLS 1.3 lets a client send after the handshake is handled as rustls
+//! would: a key update replaces the receiving key and, if the client asks, the server
+//! answers with its own before the next record it seals; close_notify ends the stream;
+//! any other alert ends the connection. A record that fails leaves the alert that says
+//! why for the writer, which sends it before anything it seals after (the reader's owner
+//! says when: `take_records_waiting`) and then nothing more. The sending key is replaced
+//! by a key update before it reaches its suite's limit.
 
+use super::record::{self, Fault, RecordKey};
 use bytes::BytesMut;
+use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
-};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, UnbufferedStatus};
+use rustls::{AlertDescription, SupportedCipherSuite};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -39,41 +52,74 @@ const KEEP_PENDING: usize = 4 * 1024;
 /// header).
 const MAX_STEPS: usize = 1 << 16;
 
-/// Payload bytes of one TLS record, and what a record adds to them (header, content
-/// type and AEAD tag in TLS 1.3).
-const RECORD_PAYLOAD: usize = 16 * 1024;
-const RECORD_OVERHEAD: usize = 5 + 1 + 16;
-
 type Status<'c, 'i> = UnbufferedStatus<'c, 'i, ServerConnectionData>;
 
-/// rustls' state for one connection, shared by its reader and writer.
+/// What the two halves share: the sending key, and rustls' key schedule for updates.
 struct Shared {
-    tls: Mutex<State>,
+    sending: Mutex<Sending>,
+    /// rustls' side of the connection after the handshake; locked only to update keys.
+    kernel: Mutex<KernelConnection<ServerConnectionData>>,
+    /// Records a sending key may protect (the suite's confidentiality limit).
+    limit: u64,
 }
 
-struct State {
-    conn: UnbufferedServerConnection,
-    /// Ciphertext read but not yet processed (a partial record); empty and without an
-    /// allocation while the connection is idle. It lives here, not in the reader,
-    /// because rustls must be shown the same input on every call, the writer's too: it
-    /// keeps the pieces of a handshake message split over records inside that input.
-    /// The reader processes every whole record under the same lock it reads under, so
-    /// the writer only ever finds partial ones.
-    incoming: Vec<u8>,
-    used: usize,
-    /// Encoded records produced while reading, not yet written.
+/// The sending direction, used by whoever writes (the writer task or a direct write,
+/// which take turns) and by the reader to answer the client.
+struct Sending {
+    key: RecordKey,
+    /// Records the reader left (an alert, a key update answering the client's), sent
+    /// before anything sealed after them.
     pending: Vec<u8>,
-    /// rustls failed on this connection: it is not asked anything more.
+    /// A fatal alert was sealed or received: nothing more is sealed.
     failed: bool,
+    /// close_notify was sealed: nothing more is.
+    closed: bool,
+}
+
+/// Locks `mutex`. A panic while holding one of these leaves a key update half done at
+/// worst; the connection is useless then, but its other half must still end cleanly.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves rustls mid-step; the connection is
-        // useless then, but its other half must still be able to end cleanly.
-        self.tls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Appends `plain` to `out` as application data records, replacing the key first
+    /// whenever it is used up.
+    fn seal(&self, key: &mut RecordKey, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
+        for piece in plain.chunks(record::MAX_PLAINTEXT) {
+            if key.is_used_up() {
+                self.update_sending_key(key, out)?;
+            }
+            key.seal(record::APPLICATION_DATA, piece, out)?;
+        }
+        Ok(())
+    }
+
+    /// Seals a key update (not asking the client for one) under the current key into
+    /// `out`, then goes on with the next key.
+    fn update_sending_key(&self, key: &mut RecordKey, out: &mut Vec<u8>) -> Result<(), Fault> {
+        key.seal(record::HANDSHAKE, &record::key_update(false), out)?;
+        let (seq, secrets) = lock(&self.kernel).update_tx_secret().map_err(|_| {
+            Fault::new(
+                AlertDescription::InternalError,
+                "cannot derive the next sending key",
+            )
+        })?;
+        *key = RecordKey::new(secrets, seq, self.limit)?;
+        Ok(())
+    }
+
+    /// Leaves `alert` for the writer and stops sealing anything after it.
+    fn leave_alert(&self, alert: AlertDescription) {
+        let mut sending = lock(&self.sending);
+        if !sending.failed && !sending.closed {
+            let Sending { key, pending, .. } = &mut *sending;
+            // A key past its limit cannot seal the alert; closing says enough then.
+            let _ = key.seal(record::ALERT, &[2, u8::from(alert)], pending);
+        }
+        sending.failed = true;
     }
 }
 
@@ -143,31 +189,8 @@ pub async fn accept(
                 if !out.is_empty() {
                     tcp.write_all(&out).await?;
                 }
-                let (read, write) = tcp.into_split();
-                let shared = Arc::new(Shared {
-                    tls: Mutex::new(State {
-                        conn,
-                        incoming,
-                        used,
-                        pending: Vec::new(),
-                        failed: false,
-                    }),
-                });
-                let reader = TlsReader {
-                    tcp: read,
-                    shared: Arc::clone(&shared),
-                    early,
-                    large: false,
-                    closed: false,
-                    records_waiting: false,
-                };
-                return Ok((
-                    reader,
-                    TlsWriter {
-                        sink: Arc::new(TlsSink { tcp: write, shared }),
-                        out: Vec::new(),
-                    },
-                ));
+                incoming.truncate(used);
+                return split(conn, tcp, incoming, early);
             }
             Next::Read => {
                 if used >= MAX_HANDSHAKE_BUFFER {
@@ -244,20 +267,88 @@ fn take_alert(conn: &mut UnbufferedServerConnection, incoming: &mut [u8], out: &
     }
 }
 
-fn tls_error(err: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, err)
+/// Takes the traffic secrets from rustls once the handshake is done and splits the
+/// connection. `input` holds what the client sent after its handshake (partial records).
+fn split(
+    conn: UnbufferedServerConnection,
+    tcp: TcpStream,
+    input: Vec<u8>,
+    early: BytesMut,
+) -> Result<(TlsReader, TlsWriter), AcceptError> {
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+    let SupportedCipherSuite::Tls13(suite) = kernel.negotiated_cipher_suite() else {
+        return Err(rustls::Error::General("TLS 1.3 was not negotiated".to_owned()).into());
+    };
+    let limit = suite.common.confidentiality_limit;
+    let (rx_seq, rx_secrets) = secrets.rx;
+    let (tx_seq, tx_secrets) = secrets.tx;
+    let setup = |fault: Fault| rustls::Error::General(fault.why.to_owned());
+    // Receiving, the limit is the client's to keep (rustls clients update their keys).
+    let rx = RecordKey::new(rx_secrets, rx_seq, u64::MAX).map_err(setup)?;
+    let tx = RecordKey::new(tx_secrets, tx_seq, limit).map_err(setup)?;
+    let shared = Arc::new(Shared {
+        sending: Mutex::new(Sending {
+            key: tx,
+            pending: Vec::new(),
+            failed: false,
+            closed: false,
+        }),
+        kernel: Mutex::new(kernel),
+        limit,
+    });
+    let (read, write) = tcp.into_split();
+    let used = input.len();
+    let reader = TlsReader {
+        tcp: read,
+        shared: Arc::clone(&shared),
+        rx,
+        input,
+        used,
+        handshake: Vec::new(),
+        early,
+        large: false,
+        closed: false,
+        notified: false,
+        failed: false,
+        records_waiting: false,
+    };
+    let writer = TlsWriter {
+        sink: Arc::new(TlsSink { tcp: write, shared }),
+        out: Vec::new(),
+    };
+    Ok((reader, writer))
+}
+
+fn failed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "the TLS connection failed")
+}
+
+fn fault_error(fault: Fault) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, fault)
 }
 
 /// The receiving half: reads ciphertext and hands out plaintext.
 pub struct TlsReader {
     tcp: OwnedReadHalf,
     shared: Arc<Shared>,
+    /// The receiving key.
+    rx: RecordKey,
+    /// Ciphertext read and not yet opened (a partial record); empty and without an
+    /// allocation while the connection is idle.
+    input: Vec<u8>,
+    used: usize,
+    /// The start of a key update that spans records.
+    handshake: Vec<u8>,
     /// Plaintext that arrived with the handshake.
     early: BytesMut,
     /// The last read filled its space: read larger pieces.
     large: bool,
     /// The peer ended its side (close_notify or end of stream).
     closed: bool,
+    /// The peer sent close_notify: what follows it is ignored.
+    notified: bool,
+    /// A record failed or the client sent a fatal alert; every later read fails too.
+    failed: bool,
     /// Records were left for the writer since [`TlsReader::take_records_waiting`].
     records_waiting: bool,
 }
@@ -293,115 +384,185 @@ impl TlsReader {
         }
     }
 
-    /// Reads what the socket has (with `read`, without waiting), then decrypts every
-    /// whole record into `dst`, all under the lock: the writer never finds a whole
-    /// record unprocessed.
+    /// Reads what the socket has (with `read`, without waiting), then opens every whole
+    /// record, appending application data to `dst`.
     fn process(&mut self, dst: &mut BytesMut, read: bool) -> io::Result<usize> {
-        let mut guard = self.shared.lock();
-        let state = &mut *guard;
-        if state.failed {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the TLS connection failed",
-            ));
+        if self.failed {
+            return Err(failed());
         }
-        if read {
+        if read && !self.closed {
             let step = if self.large { LARGE_READ } else { SMALL_READ };
-            if state.incoming.len() < state.used + step {
-                state.incoming.resize(state.used + step, 0);
+            if self.input.len() < self.used + step {
+                self.input.resize(self.used + step, 0);
             }
-            match self.tcp.try_read(&mut state.incoming[state.used..]) {
+            match self.tcp.try_read(&mut self.input[self.used..]) {
                 Ok(0) => self.closed = true,
                 Ok(read) => {
-                    self.large = state.used + read == state.incoming.len();
-                    state.used += read;
+                    self.large = self.used + read == self.input.len();
+                    self.used += read;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) => return Err(err),
             }
         }
-        let mut got = 0;
-        let mut flush = false;
-        let mut failure = None;
-        for _ in 0..MAX_STEPS {
-            let Status {
-                discard,
-                state: step,
-            } = state
-                .conn
-                .process_tls_records(&mut state.incoming[..state.used]);
-            let again = match step {
-                Ok(ConnectionState::ReadTraffic(mut read)) => {
-                    while let Some(record) = read.next_record() {
-                        match record {
-                            Ok(record) => {
-                                got += record.payload.len();
-                                dst.extend_from_slice(record.payload);
-                            }
-                            Err(err) => {
-                                failure = Some(err);
-                                break;
-                            }
-                        }
-                    }
-                    failure.is_none()
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, &mut state.pending);
-                    true
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    // The writer sends them, before anything it encrypts from now on.
-                    transmit.done();
-                    flush = true;
-                    true
-                }
-                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
-                    self.closed = true;
-                    false
-                }
-                Ok(ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake) => false,
-                Ok(_) => {
-                    failure = Some(rustls::Error::General(
-                        "unexpected TLS state while reading".to_owned(),
-                    ));
-                    false
-                }
-                Err(err) => {
-                    failure = Some(err);
-                    false
-                }
-            };
-            consume(&mut state.incoming, &mut state.used, discard);
-            if !again {
-                break;
+        let opened = self.open_records(dst);
+        if self.used == 0 && !self.input.is_empty() {
+            // Nothing partial is waiting: an idle connection holds no buffer.
+            self.input = Vec::new();
+        }
+        match opened {
+            Ok(got) => Ok(got),
+            Err(Some(fault)) => {
+                self.failed = true;
+                self.shared.leave_alert(fault.alert);
+                self.records_waiting = true;
+                Err(fault_error(fault))
+            }
+            Err(None) => {
+                // The client ended TLS with a fatal alert: nothing is sent back.
+                self.failed = true;
+                lock(&self.shared.sending).failed = true;
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the client ended TLS with an alert",
+                ))
             }
         }
-        if state.used == 0 && !state.incoming.is_empty() {
-            // Nothing partial is waiting: an idle connection holds no buffer.
-            state.incoming = Vec::new();
+    }
+
+    /// Opens the whole records in the input, appending application data to `dst`, and
+    /// removes them from the input. Stops at close_notify. `Err(None)` is the client's
+    /// fatal alert.
+    fn open_records(&mut self, dst: &mut BytesMut) -> Result<usize, Option<Fault>> {
+        let mut got = 0;
+        let mut start = 0;
+        let result = loop {
+            if self.notified {
+                // Anything after close_notify is ignored.
+                start = self.used;
+                break Ok(());
+            }
+            let rest = &mut self.input[start..self.used];
+            let len = match record::record_len(rest) {
+                Ok(Some(len)) if len <= rest.len() => len,
+                Ok(_) => break Ok(()),
+                Err(fault) => break Err(Some(fault)),
+            };
+            let (header, body) = rest[..len].split_at_mut(record::HEADER);
+            let (inner, payload) = match self.rx.open(header, body) {
+                Ok(opened) => opened,
+                Err(fault) => break Err(Some(fault)),
+            };
+            start += len;
+            if !self.handshake.is_empty() && inner != record::HANDSHAKE {
+                break Err(Some(Fault::new(
+                    AlertDescription::UnexpectedMessage,
+                    "a record inside a handshake message",
+                )));
+            }
+            match inner {
+                record::APPLICATION_DATA => {
+                    got += payload.len();
+                    dst.extend_from_slice(payload);
+                }
+                record::HANDSHAKE if !payload.is_empty() => {
+                    self.handshake.extend_from_slice(payload);
+                    if let Err(fault) = self.post_handshake() {
+                        break Err(Some(fault));
+                    }
+                }
+                record::ALERT => match payload {
+                    [_, 0] => {
+                        self.notified = true;
+                        self.closed = true;
+                    }
+                    // user_canceled: a warning, close_notify follows.
+                    [1, 90] => {}
+                    [_, _] => break Err(None),
+                    _ => {
+                        break Err(Some(Fault::new(
+                            AlertDescription::DecodeError,
+                            "a malformed alert",
+                        )));
+                    }
+                },
+                _ => {
+                    break Err(Some(Fault::new(
+                        AlertDescription::UnexpectedMessage,
+                        "a record of an unexpected content type",
+                    )));
+                }
+            }
+        };
+        if start > 0 {
+            self.input.copy_within(start..self.used, 0);
+            self.used -= start;
         }
-        if let Some(err) = failure {
-            // The writer sends the alert when the connection closes.
-            state.failed = true;
-            let State {
-                conn,
-                incoming,
-                used,
-                pending,
-                ..
-            } = state;
-            take_alert(conn, &mut incoming[..*used], pending);
-            return Err(tls_error(err));
+        result.map(|()| got)
+    }
+
+    /// Handles the handshake message collected so far: after the handshake, a client
+    /// may only send key updates.
+    fn post_handshake(&mut self) -> Result<(), Fault> {
+        let Some(&[kind, a, b, c]) = self.handshake.get(..4) else {
+            return Ok(());
+        };
+        if kind != record::KEY_UPDATE {
+            return Err(Fault::new(
+                AlertDescription::UnexpectedMessage,
+                "a handshake message other than a key update after the handshake",
+            ));
         }
-        self.records_waiting |= flush;
-        Ok(got)
+        if [a, b, c] != [0, 0, 1] {
+            return Err(Fault::new(
+                AlertDescription::DecodeError,
+                "a malformed key update",
+            ));
+        }
+        let requested = match self.handshake.get(4..) {
+            None | Some([]) => return Ok(()),
+            Some([0]) => false,
+            Some([1]) => true,
+            Some([_]) => {
+                return Err(Fault::new(
+                    AlertDescription::IllegalParameter,
+                    "a malformed key update",
+                ));
+            }
+            // What follows a key update is under the new key: it must end its record.
+            Some(_) => {
+                return Err(Fault::new(
+                    AlertDescription::UnexpectedMessage,
+                    "a key update that does not end its record",
+                ));
+            }
+        };
+        self.handshake = Vec::new();
+        let next = lock(&self.shared.kernel).update_rx_secret();
+        let (seq, secrets) = next.map_err(|_| {
+            Fault::new(
+                AlertDescription::InternalError,
+                "cannot derive the next receiving key",
+            )
+        })?;
+        self.rx = RecordKey::new(secrets, seq, u64::MAX)?;
+        if requested {
+            let mut guard = lock(&self.shared.sending);
+            let sending = &mut *guard;
+            if !sending.failed && !sending.closed {
+                // The answer goes out before anything sealed under the new key.
+                let Sending { key, pending, .. } = sending;
+                self.shared.update_sending_key(key, pending)?;
+                self.records_waiting = true;
+            }
+        }
+        Ok(())
     }
 }
 
-/// The sending side of the socket with the connection's TLS state: shared by the writer
-/// task and by whoever writes to an idle connection directly (see `outbound`). It does
-/// not order writers; its users take turns.
+/// The sending side of the socket with the connection's sending key: shared by the
+/// writer task and by whoever writes to an idle connection directly (see `outbound`).
+/// It does not order writers; its users take turns.
 pub struct TlsSink {
     tcp: OwnedWriteHalf,
     shared: Arc<Shared>,
@@ -414,71 +575,47 @@ impl TlsSink {
     /// # Errors
     /// If the connection can no longer send.
     pub fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let mut guard = self.shared.lock();
-        let state = &mut *guard;
-        out.append(&mut state.pending);
-        if state.pending.capacity() > KEEP_PENDING {
-            state.pending = Vec::new();
+        let mut guard = lock(&self.shared.sending);
+        let sending = &mut *guard;
+        if !plain.is_empty() && (sending.failed || sending.closed) {
+            // What the reader left (the alert saying why) stays for the close.
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection can no longer send",
+            ));
+        }
+        out.append(&mut sending.pending);
+        if sending.pending.capacity() > KEEP_PENDING {
+            sending.pending = Vec::new();
         }
         if plain.is_empty() {
             return Ok(());
         }
-        if state.failed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the TLS connection failed",
-            ));
-        }
-        // rustls itself puts records it queued (a key update answering the peer's) in
-        // front of the data it encrypts.
-        for _ in 0..MAX_STEPS {
-            let Status {
-                discard,
-                state: step,
-            } = state
-                .conn
-                .process_tls_records(&mut state.incoming[..state.used]);
-            let next = match step {
-                Ok(ConnectionState::WriteTraffic(mut write)) => {
-                    Some(encrypt_into(&mut write, plain, out))
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, out);
-                    None
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    None
-                }
-                Ok(ConnectionState::PeerClosed) => None,
-                Ok(ConnectionState::Closed) => Some(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the TLS connection is closed",
-                ))),
-                Ok(_) => Some(Err(io::Error::other("the TLS connection cannot send now"))),
-                Err(err) => {
-                    state.failed = true;
-                    Some(Err(tls_error(err)))
-                }
-            };
-            consume(&mut state.incoming, &mut state.used, discard);
-            if let Some(result) = next {
-                return result;
-            }
-        }
-        Err(io::Error::other("the TLS connection did not settle"))
+        out.reserve(plain.len() + plain.len().div_ceil(record::MAX_PLAINTEXT) * record::OVERHEAD);
+        let start = out.len();
+        self.shared
+            .seal(&mut sending.key, plain, out)
+            .map_err(|fault| {
+                // Nothing half sealed goes out; nothing more is sealed after.
+                out.truncate(start);
+                sending.failed = true;
+                fault_error(fault)
+            })
     }
-
     /// Writes as much of `bytes` as the socket takes without waiting; 0 if it takes
     /// nothing now.
     ///
     /// # Errors
     /// If the socket failed.
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        match self.tcp.try_write(bytes) {
+        // Straight to the (non-blocking) socket rather than through tokio's readiness
+        // state, which a fan-out would otherwise load for every receiver. A socket that
+        // is full here is found full again by the writer task, which then waits.
+        let tcp: &TcpStream = self.tcp.as_ref();
+        match rustix::net::send(tcp, bytes, rustix::net::SendFlags::NOSIGNAL) {
             Ok(written) => Ok(written),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(err) => Err(err),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(0),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -501,28 +638,20 @@ impl TlsSink {
 
     /// Appends close_notify (after the records the reader left) to `out`.
     fn seal_close(&self, out: &mut Vec<u8>) {
-        let mut guard = self.shared.lock();
-        let state = &mut *guard;
-        out.append(&mut state.pending);
-        if state.failed {
+        let mut guard = lock(&self.shared.sending);
+        let sending = &mut *guard;
+        out.append(&mut sending.pending);
+        if sending.failed || sending.closed {
             // The fatal alert, if any, was the last record.
             return;
         }
-        let Status {
-            discard,
-            state: step,
-        } = state
-            .conn
-            .process_tls_records(&mut state.incoming[..state.used]);
-        if let Ok(ConnectionState::WriteTraffic(mut write)) = step {
-            let start = out.len();
-            out.resize(start + 64, 0);
-            match write.queue_close_notify(&mut out[start..]) {
-                Ok(written) => out.truncate(start + written),
-                Err(_) => out.truncate(start),
-            }
-        }
-        consume(&mut state.incoming, &mut state.used, discard);
+        sending.closed = true;
+        // A key past its limit cannot seal it; closing the socket says enough then.
+        let _ = sending.key.seal(
+            record::ALERT,
+            &[1, u8::from(AlertDescription::CloseNotify)],
+            out,
+        );
     }
 
     /// Ends the sending side of the socket (the peer reads the end of the stream).
@@ -586,34 +715,6 @@ impl TlsWriter {
         self.out = Vec::new();
         self.sink.shutdown();
     }
-}
-
-/// Appends `plain` as encrypted records to `out`, after any records rustls had queued.
-fn encrypt_into(
-    write: &mut WriteTraffic<'_, ServerConnectionData>,
-    plain: &[u8],
-    out: &mut Vec<u8>,
-) -> io::Result<()> {
-    let start = out.len();
-    // Enough for the data; rustls asks for more when it has records queued.
-    let records = plain.len().div_ceil(RECORD_PAYLOAD).max(1);
-    let mut room = plain.len() + records * RECORD_OVERHEAD;
-    for _ in 0..2 {
-        out.resize(start + room, 0);
-        match write.encrypt(plain, &mut out[start..]) {
-            Ok(written) => {
-                out.truncate(start + written);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(size)) => room = size.required_size,
-            Err(err) => {
-                out.truncate(start);
-                return Err(io::Error::other(err.to_string()));
-            }
-        }
-    }
-    out.truncate(start);
-    Err(io::Error::other("cannot size the TLS output"))
 }
 
 #[cfg(test)]
@@ -717,10 +818,7 @@ mod tests {
         let mut more = BytesMut::new();
         let waited = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut more)).await;
         assert!(waited.is_err(), "nothing was sent");
-        {
-            let state = reader.shared.lock();
-            assert_eq!((state.incoming.capacity(), state.used), (0, 0));
-        }
+        assert_eq!((reader.input.capacity(), reader.used), (0, 0));
         writer.release_buffers();
         assert_eq!(writer.out.capacity(), 0);
     }
@@ -843,13 +941,12 @@ mod tests {
         opened
     }
 
-    /// Seals `message` as the client in TLS 1.3 records of `content`, one record per
-    /// piece, with the client's extracted traffic keys.
+    /// Seals `pieces` as the client in TLS 1.3 records, one record per piece of its
+    /// content type, with the client's extracted traffic keys.
     fn client_records(
         secrets: rustls::ConnectionTrafficSecrets,
         first_seq: u64,
-        content: rustls::ContentType,
-        pieces: &[&[u8]],
+        pieces: &[(rustls::ContentType, &[u8])],
     ) -> Vec<Vec<u8>> {
         use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
         let (aead, key, iv) = aead_of(secrets);
@@ -857,9 +954,9 @@ mod tests {
         pieces
             .iter()
             .zip(first_seq..)
-            .map(|(piece, seq)| {
+            .map(|((content, piece), seq)| {
                 let plain = OutboundPlainMessage {
-                    typ: content,
+                    typ: *content,
                     version: rustls::ProtocolVersion::TLSv1_2,
                     payload: OutboundChunks::Single(piece),
                 };
@@ -875,11 +972,11 @@ mod tests {
         let secrets = conn.dangerous_extract_secrets().unwrap();
         let (seq, sending) = secrets.tx;
         // A key update (type 24, one byte of body: no update requested) in two records.
+        let handshake = rustls::ContentType::Handshake;
         let records = client_records(
             sending,
             seq,
-            rustls::ContentType::Handshake,
-            &[&[24, 0], &[0, 1, 0]],
+            &[(handshake, &[24, 0]), (handshake, &[0, 1, 0])],
         );
         tcp.write_all(&records[0]).await.unwrap();
         // The reader takes in the first piece; no application data arrives.
@@ -916,6 +1013,190 @@ mod tests {
         assert_eq!(data, b"directwrittenafter");
         let last = opened.last().unwrap();
         assert_eq!(*last, (rustls::ContentType::Alert, vec![1, 0]));
+    }
+
+    /// Sends `records` (built from the client's sending secrets and sequence number) on a
+    /// fresh connection, expects the reader to fail, and returns the records the server
+    /// sent back until it closed, opened as the client.
+    async fn answer_to(
+        records: impl FnOnce(rustls::ConnectionTrafficSecrets, u64) -> Vec<Vec<u8>>,
+    ) -> Vec<(rustls::ContentType, Vec<u8>)> {
+        let (mut reader, mut writer, client, _dir) = pair().await;
+        let (mut tcp, conn) = client.into_inner();
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (seq, sending) = secrets.tx;
+        for record in records(sending, seq) {
+            tcp.write_all(&record).await.unwrap();
+        }
+        let mut got = BytesMut::new();
+        let result = tokio::time::timeout(LIMIT, async {
+            loop {
+                match reader.read(&mut got).await {
+                    Ok(0) => break Ok(0),
+                    Ok(_) => {}
+                    Err(err) => break Err(err),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(result.is_err(), "the records were accepted: {result:?}");
+        assert!(
+            writer.write(b"after the failure").await.is_err(),
+            "nothing is sealed after a failure"
+        );
+        writer.close().await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let (seq, receiving) = secrets.rx;
+        open_records(receiving, seq, &mut answer)
+            .into_iter()
+            .filter(|(kind, _)| *kind != rustls::ContentType::Handshake)
+            .collect()
+    }
+
+    /// The alert `answer_to` found, and that it was the last record.
+    fn fatal_alert(answer: &[(rustls::ContentType, Vec<u8>)]) -> AlertDescription {
+        match answer {
+            [(rustls::ContentType::Alert, alert)] if alert.len() == 2 && alert[0] == 2 => {
+                AlertDescription::from(alert[1])
+            }
+            other => panic!("not one fatal alert: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_a_client_may_not_send_are_answered_with_the_right_alert() {
+        use rustls::ContentType::{Alert, ApplicationData, Handshake};
+        type Build = fn(rustls::ConnectionTrafficSecrets, u64) -> Vec<Vec<u8>>;
+        let cases: [(&str, Build, AlertDescription); 6] = [
+            (
+                "a session ticket from the client",
+                |keys, seq| client_records(keys, seq, &[(Handshake, &[4, 0, 0, 1, 0])]),
+                AlertDescription::UnexpectedMessage,
+            ),
+            (
+                "application data inside a split key update",
+                |keys, seq| {
+                    client_records(keys, seq, &[(Handshake, &[24, 0]), (ApplicationData, b"x")])
+                },
+                AlertDescription::UnexpectedMessage,
+            ),
+            (
+                "a key update with more in its record",
+                |keys, seq| client_records(keys, seq, &[(Handshake, &[24, 0, 0, 1, 0, 24])]),
+                AlertDescription::UnexpectedMessage,
+            ),
+            (
+                "a key update with a bad request byte",
+                |keys, seq| client_records(keys, seq, &[(Handshake, &[24, 0, 0, 1, 7])]),
+                AlertDescription::IllegalParameter,
+            ),
+            (
+                "an alert of three bytes",
+                |keys, seq| client_records(keys, seq, &[(Alert, &[2, 40, 0])]),
+                AlertDescription::DecodeError,
+            ),
+            (
+                "an unprotected handshake record",
+                |_, _| vec![vec![22, 3, 3, 0, 4, 24, 0, 0, 1]],
+                AlertDescription::UnexpectedMessage,
+            ),
+        ];
+        for (what, build, expected) in cases {
+            let answer = answer_to(build).await;
+            assert_eq!(fatal_alert(&answer), expected, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fatal_alert_from_the_client_is_not_answered() {
+        let answer = answer_to(|keys, seq| {
+            client_records(keys, seq, &[(rustls::ContentType::Alert, &[2, 40])])
+        })
+        .await;
+        assert!(answer.is_empty(), "the server answered {answer:?}");
+    }
+
+    #[tokio::test]
+    async fn empty_records_are_taken_and_close_notify_ends_reading_but_not_sending() {
+        use rustls::ContentType::{Alert, ApplicationData};
+        let (mut reader, mut writer, client, _dir) = pair().await;
+        let (mut tcp, conn) = client.into_inner();
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (seq, sending) = secrets.tx;
+        let records = client_records(
+            sending,
+            seq,
+            &[
+                (ApplicationData, b""),
+                (ApplicationData, b"one"),
+                (ApplicationData, b""),
+                (Alert, &[1, 0]),
+                (ApplicationData, b"late"),
+            ],
+        );
+        tcp.write_all(&records.concat()).await.unwrap();
+        assert_eq!(read_exactly(&mut reader, 3).await.as_ref(), b"one");
+        let mut rest = BytesMut::new();
+        let read = tokio::time::timeout(LIMIT, reader.read(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read, rest.as_ref()),
+            (0, &b""[..]),
+            "what follows close_notify"
+        );
+        // The server's side stays open until it closes it.
+        writer.write(b"still here").await.unwrap();
+        writer.close().await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let (seq, receiving) = secrets.rx;
+        let opened: Vec<_> = open_records(receiving, seq, &mut answer)
+            .into_iter()
+            .filter(|(kind, _)| *kind != rustls::ContentType::Handshake)
+            .collect();
+        assert_eq!(
+            opened,
+            [
+                (ApplicationData, b"still here".to_vec()),
+                (Alert, vec![1, 0]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sending_key_is_replaced_when_it_reaches_its_limit() {
+        let (_reader, mut writer, mut client, _dir) = pair().await;
+        lock(&writer.sink.shared.sending).key.set_limit(3);
+        // More records than the limit, in one write and in several.
+        let big = pattern(5 * record::MAX_PLAINTEXT + 10, 3);
+        writer.write(&big).await.unwrap();
+        for round in 0..4u8 {
+            writer.write(&pattern(100, round)).await.unwrap();
+        }
+        let mut got = vec![0; big.len()];
+        tokio::time::timeout(LIMIT, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, big);
+        for round in 0..4u8 {
+            let mut got = vec![0; 100];
+            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, pattern(100, round), "round {round}");
+        }
     }
 
     #[tokio::test]
