@@ -420,6 +420,92 @@ mod tests {
         assert_eq!(fault.alert, AlertDescription::RecordOverflow);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn whatever_arrives_is_opened_or_refused_without_a_panic(
+            pieces in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<[u8; HEADER]>(),
+                    proptest::prelude::any::<bool>(),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+                ),
+                0..4,
+            ),
+            seq in proptest::prelude::any::<u64>(),
+        ) {
+            // Records with a header as a peer would send it or arbitrary, and any body.
+            let mut stream = Vec::new();
+            for (mut header, plausible, body) in pieces {
+                if plausible {
+                    header[..3].copy_from_slice(&[APPLICATION_DATA, 3, 3]);
+                    let len = u16::try_from(body.len()).unwrap().to_be_bytes();
+                    header[3..].copy_from_slice(&len);
+                }
+                stream.extend_from_slice(&header);
+                stream.extend_from_slice(&body);
+            }
+            let mut key = RecordKey::new(secrets(6), seq, u64::MAX).unwrap();
+            let mut rest = &mut stream[..];
+            // Each step takes a whole record or stops: bounded by the input.
+            while let Ok(Some(len)) = record_len(rest) {
+                let Some(record) = rest.get_mut(..len) else { break };
+                let (header, body) = record.split_at_mut(HEADER);
+                if key.open(header, body).is_err() {
+                    break;
+                }
+                rest = &mut rest[len..];
+            }
+        }
+
+        #[test]
+        fn sealed_records_open_to_what_was_sealed_and_any_changed_bit_is_refused(
+            pieces in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![ALERT, HANDSHAKE, APPLICATION_DATA]),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                ),
+                1..6,
+            ),
+            seq in 0u64..1 << 40,
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let mut sealer = RecordKey::new(secrets(7), seq, u64::MAX).unwrap();
+            let mut out = Vec::new();
+            for (inner, payload) in &pieces {
+                sealer.seal(*inner, payload, &mut out).unwrap();
+            }
+            let mut copy = out.clone();
+            let mut opener = RecordKey::new(secrets(7), seq, u64::MAX).unwrap();
+            let opened = open_all(&mut opener, &mut copy).unwrap();
+            proptest::prop_assert_eq!(&opened, &pieces);
+            let index = flip.index(out.len());
+            out[index] ^= 1 << bit;
+            let mut opener = RecordKey::new(secrets(7), seq, u64::MAX).unwrap();
+            let mut rest = &mut out[..];
+            let mut refused = false;
+            while !rest.is_empty() {
+                match record_len(rest) {
+                    Ok(Some(len)) if len <= rest.len() => {
+                        let (record, tail) = rest.split_at_mut(len);
+                        let (header, body) = record.split_at_mut(HEADER);
+                        if opener.open(header, body).is_err() {
+                            refused = true;
+                            break;
+                        }
+                        rest = tail;
+                    }
+                    // A changed length leaves a partial record, or a header refused.
+                    _ => {
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            proptest::prop_assert!(refused, "a changed bit at {} went unnoticed", index);
+        }
+    }
+
     #[test]
     fn a_key_is_used_up_at_its_limit_and_refuses_past_the_update() {
         let mut key = RecordKey::new(secrets(5), 0, 2).unwrap();
