@@ -684,13 +684,19 @@ impl TlsWriter {
     /// If the socket fails or the connection can no longer send.
     pub async fn write(&mut self, plain: &[u8]) -> io::Result<()> {
         let sealed = self.sink.seal(plain, &mut self.out);
-        let written = match sealed {
-            Ok(()) if self.out.is_empty() => Ok(()),
-            Ok(()) => self.sink.write_all(&self.out).await,
-            Err(err) => Err(err),
+        if sealed.is_err() {
+            // The connection can no longer send data, but the alert that says why
+            // still goes out (the writer may end without closing after this).
+            self.out.clear();
+            let _ = self.sink.seal(&[], &mut self.out);
+        }
+        let written = if self.out.is_empty() {
+            Ok(())
+        } else {
+            self.sink.write_all(&self.out).await
         };
         self.out.clear();
-        written
+        sealed.and(written)
     }
 
     /// Writes ciphertext sealed earlier (what a direct write could not finish).
@@ -1017,7 +1023,7 @@ mod tests {
 
     /// Sends `records` (built from the client's sending secrets and sequence number) on a
     /// fresh connection, expects the reader to fail, and returns the records the server
-    /// sent back until it closed, opened as the client.
+    /// sent back (tickets left out) until its writer ended, opened as the client.
     async fn answer_to(
         records: impl FnOnce(rustls::ConnectionTrafficSecrets, u64) -> Vec<Vec<u8>>,
     ) -> Vec<(rustls::ContentType, Vec<u8>)> {
@@ -1041,11 +1047,13 @@ mod tests {
         .await
         .unwrap();
         assert!(result.is_err(), "the records were accepted: {result:?}");
+        // A writer with data to send finds the connection failed: it sends the alert
+        // and nothing else, and ends without closing (dropping its socket half).
         assert!(
             writer.write(b"after the failure").await.is_err(),
             "nothing is sealed after a failure"
         );
-        writer.close().await;
+        drop(writer);
         let mut answer = Vec::new();
         tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
             .await
