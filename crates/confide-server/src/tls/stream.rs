@@ -947,6 +947,24 @@ mod tests {
         opened
     }
 
+    /// Reads what the server sends until it ends its side, and opens it as the client
+    /// with the server's traffic secret from `rx`: every record but session tickets.
+    async fn server_records(
+        tcp: &mut TcpStream,
+        rx: (u64, rustls::ConnectionTrafficSecrets),
+    ) -> Vec<(rustls::ContentType, Vec<u8>)> {
+        let mut answer = Vec::new();
+        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let (seq, receiving) = rx;
+        open_records(receiving, seq, &mut answer)
+            .into_iter()
+            .filter(|(kind, _)| *kind != rustls::ContentType::Handshake)
+            .collect()
+    }
+
     /// Seals `pieces` as the client in TLS 1.3 records, one record per piece of its
     /// content type, with the client's extracted traffic keys.
     fn client_records(
@@ -1002,15 +1020,8 @@ mod tests {
         assert!(waited.is_err() && got.is_empty());
         writer.write(b"after").await.unwrap();
         writer.close().await;
-        let mut answer = Vec::new();
-        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        // The data in order, then close_notify (after session tickets the client had not
-        // read yet).
-        let (seq, receiving) = secrets.rx;
-        let opened = open_records(receiving, seq, &mut answer);
+        // The data in order, then close_notify.
+        let opened = server_records(&mut tcp, secrets.rx).await;
         let data: Vec<u8> = opened
             .iter()
             .filter(|(kind, _)| *kind == rustls::ContentType::ApplicationData)
@@ -1054,16 +1065,7 @@ mod tests {
             "nothing is sealed after a failure"
         );
         drop(writer);
-        let mut answer = Vec::new();
-        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let (seq, receiving) = secrets.rx;
-        open_records(receiving, seq, &mut answer)
-            .into_iter()
-            .filter(|(kind, _)| *kind != rustls::ContentType::Handshake)
-            .collect()
+        server_records(&mut tcp, secrets.rx).await
     }
 
     /// The alert `answer_to` found, and that it was the last record.
@@ -1162,18 +1164,8 @@ mod tests {
         // The server's side stays open until it closes it.
         writer.write(b"still here").await.unwrap();
         writer.close().await;
-        let mut answer = Vec::new();
-        tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let (seq, receiving) = secrets.rx;
-        let opened: Vec<_> = open_records(receiving, seq, &mut answer)
-            .into_iter()
-            .filter(|(kind, _)| *kind != rustls::ContentType::Handshake)
-            .collect();
         assert_eq!(
-            opened,
+            server_records(&mut tcp, secrets.rx).await,
             [
                 (ApplicationData, b"still here".to_vec()),
                 (Alert, vec![1, 0]),
