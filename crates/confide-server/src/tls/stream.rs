@@ -74,6 +74,21 @@ struct Sending {
     failed: bool,
     /// close_notify was sealed: nothing more is.
     closed: bool,
+    /// `pending` holds a key update answering the client's: more requests before it is
+    /// sent get no answer of their own (RFC 8446, 4.6.3), so a client sending nothing
+    /// but key updates cannot make the server hold more than one.
+    answer_waiting: bool,
+}
+
+impl Sending {
+    /// Moves the records the reader left to the end of `out`.
+    fn take_pending(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.pending);
+        self.answer_waiting = false;
+        if self.pending.capacity() > KEEP_PENDING {
+            self.pending = Vec::new();
+        }
+    }
 }
 
 /// Locks `mutex`. A panic while holding one of these leaves a key update half done at
@@ -292,6 +307,7 @@ fn split(
             pending: Vec::new(),
             failed: false,
             closed: false,
+            answer_waiting: false,
         }),
         kernel: Mutex::new(kernel),
         limit,
@@ -549,10 +565,11 @@ impl TlsReader {
         if requested {
             let mut guard = lock(&self.shared.sending);
             let sending = &mut *guard;
-            if !sending.failed && !sending.closed {
+            if !sending.failed && !sending.closed && !sending.answer_waiting {
                 // The answer goes out before anything sealed under the new key.
                 let Sending { key, pending, .. } = sending;
                 self.shared.update_sending_key(key, pending)?;
+                sending.answer_waiting = true;
                 self.records_waiting = true;
             }
         }
@@ -584,10 +601,7 @@ impl TlsSink {
                 "the TLS connection can no longer send",
             ));
         }
-        out.append(&mut sending.pending);
-        if sending.pending.capacity() > KEEP_PENDING {
-            sending.pending = Vec::new();
-        }
+        sending.take_pending(out);
         if plain.is_empty() {
             return Ok(());
         }
@@ -640,7 +654,7 @@ impl TlsSink {
     fn seal_close(&self, out: &mut Vec<u8>) {
         let mut guard = lock(&self.shared.sending);
         let sending = &mut *guard;
-        out.append(&mut sending.pending);
+        sending.take_pending(out);
         if sending.failed || sending.closed {
             // The fatal alert, if any, was the last record.
             return;
@@ -827,6 +841,38 @@ mod tests {
         assert_eq!((reader.input.capacity(), reader.used), (0, 0));
         writer.release_buffers();
         assert_eq!(writer.out.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn key_updates_asked_for_while_the_server_is_silent_get_one_answer() {
+        let (mut reader, mut writer, mut client, _dir) = pair().await;
+        for _ in 0..50 {
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+        }
+        client.write_all(b"after").await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(read_exactly(&mut reader, 5).await.as_ref(), b"after");
+        assert!(reader.take_records_waiting());
+        {
+            let sending = lock(&reader.shared.sending);
+            // One key update record: header, message, content type and tag.
+            assert_eq!(sending.pending.len(), record::OVERHEAD + 5);
+        }
+        // The client follows the one update to the data after it, twice over.
+        for round in 0..2u8 {
+            let back = pattern(700, round);
+            writer.write(&back).await.unwrap();
+            let mut got = vec![0; back.len()];
+            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, back);
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+            client.write_all(b"again").await.unwrap();
+            client.flush().await.unwrap();
+            assert_eq!(read_exactly(&mut reader, 5).await.as_ref(), b"again");
+        }
     }
 
     #[tokio::test]
