@@ -611,6 +611,14 @@ async fn logins_after_a_restart_start_each_room_once() {
         login(&server, "bob"),
     );
     let mut bob = bob;
+    // The event log has its own writer thread. A connection opened now is recorded after
+    // everything the logins recorded, so once its line is in the file, theirs are too.
+    let marker = tokio::net::TcpStream::connect(server.address())
+        .await
+        .unwrap();
+    let marked = format!("peer={}", marker.local_addr().unwrap());
+    crate::hostile::wait_for_log(&server, &marked).await;
+    drop(marker);
     let log = std::fs::read_to_string(server.data_dir().join("events.log")).unwrap();
     let since_restart = log
         .rsplit_once(" start listen=")
