@@ -796,6 +796,7 @@ mod tests {
     use super::testing::{LIMIT, pair};
     use super::*;
     use std::time::Duration;
+    use tokio_rustls::client::TlsStream;
 
     /// Reads from the server half until `len` bytes arrived.
     async fn read_exactly(reader: &mut TlsReader, len: usize) -> BytesMut {
@@ -820,19 +821,8 @@ mod tests {
     async fn small_and_large_writes_arrive_intact_both_ways() {
         let (mut reader, mut writer, mut client, _dir) = pair().await;
         for len in [1, 300, 16 * 1024, 16 * 1024 + 1, 300 * 1024] {
-            let sent = pattern(len, 7);
-            client.write_all(&sent).await.unwrap();
-            client.flush().await.unwrap();
-            assert_eq!(read_exactly(&mut reader, len).await.as_ref(), sent);
-
-            let back = pattern(len, 99);
-            writer.write(&back).await.unwrap();
-            let mut got = vec![0; len];
-            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got, back);
+            client_to_server(&mut client, &mut reader, &pattern(len, 7)).await;
+            server_to_client(&mut writer, &mut client, &pattern(len, 99)).await;
         }
         // Idle again: waiting for more holds no buffer on either side.
         let mut more = BytesMut::new();
@@ -843,15 +833,39 @@ mod tests {
         assert_eq!(writer.out.capacity(), 0);
     }
 
+    /// The client sends `data`; the server's reader gets it.
+    async fn client_to_server(
+        client: &mut TlsStream<TcpStream>,
+        reader: &mut TlsReader,
+        data: &[u8],
+    ) {
+        client.write_all(data).await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(read_exactly(reader, data.len()).await.as_ref(), data);
+    }
+
+    /// The server's writer sends `data`; the client gets it.
+    async fn server_to_client(
+        writer: &mut TlsWriter,
+        client: &mut TlsStream<TcpStream>,
+        data: &[u8],
+    ) {
+        writer.write(data).await.unwrap();
+        let mut got = vec![0; data.len()];
+        tokio::time::timeout(LIMIT, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, data);
+    }
+
     #[tokio::test]
     async fn key_updates_asked_for_while_the_server_is_silent_get_one_answer() {
         let (mut reader, mut writer, mut client, _dir) = pair().await;
         for _ in 0..50 {
             client.get_mut().1.refresh_traffic_keys().unwrap();
         }
-        client.write_all(b"after").await.unwrap();
-        client.flush().await.unwrap();
-        assert_eq!(read_exactly(&mut reader, 5).await.as_ref(), b"after");
+        client_to_server(&mut client, &mut reader, b"after").await;
         assert!(reader.take_records_waiting());
         {
             let sending = lock(&reader.shared.sending);
@@ -860,18 +874,9 @@ mod tests {
         }
         // The client follows the one update to the data after it, twice over.
         for round in 0..2u8 {
-            let back = pattern(700, round);
-            writer.write(&back).await.unwrap();
-            let mut got = vec![0; back.len()];
-            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got, back);
+            server_to_client(&mut writer, &mut client, &pattern(700, round)).await;
             client.get_mut().1.refresh_traffic_keys().unwrap();
-            client.write_all(b"again").await.unwrap();
-            client.flush().await.unwrap();
-            assert_eq!(read_exactly(&mut reader, 5).await.as_ref(), b"again");
+            client_to_server(&mut client, &mut reader, b"again").await;
         }
     }
 
@@ -882,18 +887,9 @@ mod tests {
             // The client asks the server to update its keys too; the server's answer
             // must reach the client before data sealed under the server's new keys.
             client.get_mut().1.refresh_traffic_keys().unwrap();
-            let sent = pattern(1000, round);
-            client.write_all(&sent).await.unwrap();
-            client.flush().await.unwrap();
-            assert_eq!(read_exactly(&mut reader, sent.len()).await.as_ref(), sent);
+            client_to_server(&mut client, &mut reader, &pattern(1000, round)).await;
             let back = pattern(2000, round.wrapping_add(50));
-            writer.write(&back).await.unwrap();
-            let mut got = vec![0; back.len()];
-            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got, back, "round {round}");
+            server_to_client(&mut writer, &mut client, &back).await;
         }
     }
 
@@ -993,6 +989,21 @@ mod tests {
         opened
     }
 
+    /// A server half and a client that takes over its record layer: the raw socket and
+    /// the client's traffic secrets, to send records rustls would not.
+    async fn raw_pair() -> (
+        TlsReader,
+        TlsWriter,
+        TcpStream,
+        rustls::ExtractedSecrets,
+        tempfile::TempDir,
+    ) {
+        let (reader, writer, client, dir) = pair().await;
+        let (tcp, conn) = client.into_inner();
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        (reader, writer, tcp, secrets, dir)
+    }
+
     /// Reads what the server sends until it ends its side, and opens it as the client
     /// with the server's traffic secret from `rx`: every record but session tickets.
     async fn server_records(
@@ -1037,9 +1048,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_handshake_message_split_over_records_does_not_break_sending() {
-        let (mut reader, mut writer, client, _dir) = pair().await;
-        let (mut tcp, conn) = client.into_inner();
-        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (mut reader, mut writer, mut tcp, secrets, _dir) = raw_pair().await;
         let (seq, sending) = secrets.tx;
         // A key update (type 24, one byte of body: no update requested) in two records.
         let handshake = rustls::ContentType::Handshake;
@@ -1084,9 +1093,7 @@ mod tests {
     async fn answer_to(
         records: impl FnOnce(rustls::ConnectionTrafficSecrets, u64) -> Vec<Vec<u8>>,
     ) -> Vec<(rustls::ContentType, Vec<u8>)> {
-        let (mut reader, mut writer, client, _dir) = pair().await;
-        let (mut tcp, conn) = client.into_inner();
-        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (mut reader, mut writer, mut tcp, secrets, _dir) = raw_pair().await;
         let (seq, sending) = secrets.tx;
         for record in records(sending, seq) {
             tcp.write_all(&record).await.unwrap();
@@ -1180,9 +1187,7 @@ mod tests {
     #[tokio::test]
     async fn empty_records_are_taken_and_close_notify_ends_reading_but_not_sending() {
         use rustls::ContentType::{Alert, ApplicationData};
-        let (mut reader, mut writer, client, _dir) = pair().await;
-        let (mut tcp, conn) = client.into_inner();
-        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (mut reader, mut writer, mut tcp, secrets, _dir) = raw_pair().await;
         let (seq, sending) = secrets.tx;
         let records = client_records(
             sending,
@@ -1225,23 +1230,9 @@ mod tests {
         lock(&writer.sink.shared.sending).key.set_limit(3);
         // More records than the limit, in one write and in several.
         let big = pattern(5 * record::MAX_PLAINTEXT + 10, 3);
-        writer.write(&big).await.unwrap();
+        server_to_client(&mut writer, &mut client, &big).await;
         for round in 0..4u8 {
-            writer.write(&pattern(100, round)).await.unwrap();
-        }
-        let mut got = vec![0; big.len()];
-        tokio::time::timeout(LIMIT, client.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, big);
-        for round in 0..4u8 {
-            let mut got = vec![0; 100];
-            tokio::time::timeout(LIMIT, client.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got, pattern(100, round), "round {round}");
+            server_to_client(&mut writer, &mut client, &pattern(100, round)).await;
         }
     }
 
